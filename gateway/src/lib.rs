@@ -1,0 +1,113 @@
+//! Gateway: Tally's aggregates as SQL tables over the PostgreSQL protocol.
+//!
+//! psql, BI tools and Grafana connect with their own drivers; queries run in
+//! DataFusion over table providers that compute exactly which Redis keys to
+//! read from the query's filters.
+//!
+//! - [`pushdown`]: filters on `site`/`bucket` -> scan bounds (pure).
+//! - [`keymap`]: reading report rows from Redis for given bounds.
+//! - [`tables`]: the DataFusion table providers, generated from the catalog.
+//! - [`engine`]: planning and executing SQL.
+//! - [`pg`]: the pgwire handlers, encoding and accept loop.
+//! - [`error`]: the one error -> SQLSTATE mapping.
+
+pub mod engine;
+pub mod error;
+pub mod keymap;
+pub mod pg;
+pub mod pushdown;
+pub mod tables;
+
+use schema::ops::{CancellationToken, PrometheusHandle, ops_router, redis_health};
+use schema::store::RedisConn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Gateway configuration (flags and environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    /// Address of the PostgreSQL protocol listener.
+    #[arg(
+        id = "gateway_addr",
+        long = "gateway-addr",
+        env = "TALLY_GATEWAY_ADDR",
+        default_value = "127.0.0.1:5433"
+    )]
+    pub addr: SocketAddr,
+    /// Address of the gateway's HTTP server (/healthz, /metrics).
+    #[arg(
+        id = "gateway_http_addr",
+        long = "gateway-http-addr",
+        env = "TALLY_GATEWAY_HTTP_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub http_addr: SocketAddr,
+    /// Most buckets of one site a single scan may read.
+    #[arg(long, env = "TALLY_MAX_BUCKETS", default_value_t = 200_000)]
+    pub max_buckets: usize,
+    /// How long running queries may take to finish on shutdown.
+    #[arg(long, env = "TALLY_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl GatewayConfig {
+    pub fn with_addrs(addr: SocketAddr, http_addr: SocketAddr) -> Self {
+        GatewayConfig {
+            addr,
+            http_addr,
+            max_buckets: 200_000,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Errors that stop the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    #[error("gateway server failed: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("gateway engine: {0}")]
+    Engine(#[from] error::GatewayError),
+}
+
+/// Serve the Postgres protocol on `pg_listener` (and ops on `http_listener`)
+/// until `shutdown`.
+pub async fn run(
+    cfg: GatewayConfig,
+    pg_listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    conn: RedisConn,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayStartError> {
+    let mut reader = keymap::KeymapReader::new(conn.clone());
+    reader.max_buckets = cfg.max_buckets;
+    let engine = Arc::new(engine::QueryEngine::new(reader)?);
+    let factory = Arc::new(pg::HandlerFactory {
+        handler: Arc::new(pg::PgHandler::new(engine)),
+    });
+    let http = http_listener.map(|l| {
+        let app = ops_router("gateway", metrics, redis_health(conn.clone()));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    });
+    tracing::info!(addr = %pg_listener.local_addr()?, "gateway listening (PostgreSQL protocol)");
+    pg::server::serve(
+        pg_listener,
+        factory,
+        shutdown,
+        Duration::from_secs(cfg.shutdown_grace_secs),
+    )
+    .await;
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Arrow results -> PostgreSQL rows.
+//!
+//! Each Arrow type maps to one standard PostgreSQL type OID; values are
+//! encoded by pgwire in the text or binary format the client asked for per
+//! column. Types without a mapping are cast to text rather than sent under an
+//! OID clients do not know.
+
+use bytes::BytesMut;
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::types::ToSqlText;
+use pgwire::types::format::FormatOptions;
+use postgres_types::{IsNull, ToSql, to_sql_checked};
+use std::sync::Arc;
+
+/// The PostgreSQL type a column of this Arrow type is sent as.
+pub fn pg_type(dt: &DataType) -> Type {
+    match dt {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        _ => Type::TEXT,
+    }
+}
+
+/// Row description of a result schema.
+pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f.data_type()),
+                format.format_for(i),
+            )
+        })
+        .collect()
+}
+
+fn encode_err(e: impl std::fmt::Display) -> PgWireError {
+    PgWireError::ApiError(e.to_string().into())
+}
+
+fn utc_from_nanos(n: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_nanos(n)
+}
+
+/// A timestamp printed exactly as PostgreSQL prints it in text format
+/// (`2026-11-26 07:36:00+00`, fraction only when non-zero, trailing zeros
+/// trimmed); binary format is chrono's, which matches PostgreSQL's.
+#[derive(Debug)]
+struct PgTimestamp {
+    at: DateTime<Utc>,
+    with_zone: bool,
+}
+
+impl ToSqlText for PgTimestamp {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _f: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use std::fmt::Write;
+        write!(out, "{}", self.at.format("%Y-%m-%d %H:%M:%S"))?;
+        let micros = self.at.timestamp_subsec_micros();
+        if micros != 0 {
+            let frac = format!("{micros:06}");
+            write!(out, ".{}", frac.trim_end_matches('0'))?;
+        }
+        if self.with_zone {
+            out.extend_from_slice(b"+00");
+        }
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql for PgTimestamp {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if self.with_zone {
+            self.at.to_sql(ty, out)
+        } else {
+            self.at.naive_utc().to_sql(ty, out)
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ)
+    }
+
+    to_sql_checked!();
+}
+
+fn nanos(unit: &TimeUnit, col: &ArrayRef, row: usize) -> i64 {
+    match unit {
+        TimeUnit::Second => col
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .saturating_mul(1_000_000_000),
+        TimeUnit::Millisecond => col
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .saturating_mul(1_000_000),
+        TimeUnit::Microsecond => col
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+            .saturating_mul(1000),
+        TimeUnit::Nanosecond => col.as_primitive::<TimestampNanosecondType>().value(row),
+    }
+}
+
+fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireResult<()> {
+    if col.is_null(row) {
+        return enc.encode_field(&None::<i32>);
+    }
+    match col.data_type() {
+        DataType::Boolean => enc.encode_field(&col.as_boolean().value(row)),
+        DataType::Int8 => enc.encode_field(&i16::from(col.as_primitive::<Int8Type>().value(row))),
+        DataType::Int16 => enc.encode_field(&col.as_primitive::<Int16Type>().value(row)),
+        DataType::UInt8 => enc.encode_field(&i16::from(col.as_primitive::<UInt8Type>().value(row))),
+        DataType::Int32 => enc.encode_field(&col.as_primitive::<Int32Type>().value(row)),
+        DataType::UInt16 => enc.encode_field(&i32::from(col.as_primitive::<UInt16Type>().value(row))),
+        DataType::Int64 => enc.encode_field(&col.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt32 => enc.encode_field(&i64::from(col.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt64 => {
+            let v = i64::try_from(col.as_primitive::<UInt64Type>().value(row)).map_err(encode_err)?;
+            enc.encode_field(&v)
+        }
+        DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),
+        DataType::Timestamp(unit, zone) => enc.encode_field(&PgTimestamp {
+            at: utc_from_nanos(nanos(unit, col, row)),
+            with_zone: zone.is_some(),
+        }),
+        DataType::Date32 => {
+            let days = col.as_primitive::<Date32Type>().value(row);
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(days))))
+                .ok_or_else(|| encode_err("date out of range"))?;
+            enc.encode_field(&date)
+        }
+        DataType::Utf8 => enc.encode_field(&col.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => enc.encode_field(&col.as_string::<i64>().value(row)),
+        DataType::Utf8View => enc.encode_field(&col.as_string_view().value(row)),
+        DataType::Binary => enc.encode_field(&col.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => enc.encode_field(&col.as_binary::<i64>().value(row)),
+        DataType::BinaryView => enc.encode_field(&col.as_binary_view().value(row)),
+        other => Err(encode_err(format!("no encoding for {other}"))),
+    }
+}
+
+/// Normalise columns whose type has no direct encoding: cast to text (or
+/// Date64 to Date32).
+fn prepare_column(col: &ArrayRef) -> PgWireResult<ArrayRef> {
+    let target = match col.data_type() {
+        DataType::Date64 => Some(DataType::Date32),
+        DataType::Float16 => Some(DataType::Float32),
+        dt if pg_type(dt) == Type::TEXT && !matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+            Some(DataType::Utf8)
+        }
+        _ => None,
+    };
+    match target {
+        Some(t) => cast(col, &t).map_err(encode_err),
+        None => Ok(col.clone()),
+    }
+}
+
+/// Encode every row of a batch.
+pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(prepare_column)
+        .collect::<PgWireResult<Vec<_>>>()?;
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for col in &columns {
+            encode_value(&mut encoder, col, row)?;
+        }
+        rows.push(encoder.take_row());
+    }
+    Ok(rows)
+}

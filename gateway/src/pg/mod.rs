@@ -1,0 +1,260 @@
+//! The PostgreSQL wire protocol front of the gateway (pgwire).
+//!
+//! One handler serves startup, the simple and the extended query protocol.
+//! Startup reports the ParameterStatus values drivers check (a 16.x
+//! server_version, UTF8, ISO DateStyle, ...). Simple queries may hold several
+//! statements; extended queries are planned once at Parse and executed with
+//! bound parameters. Results stream batch by batch to the socket.
+
+pub mod encode;
+pub mod params;
+pub mod server;
+
+use crate::engine::QueryEngine;
+use crate::error::{GatewayError, to_pg};
+use async_trait::async_trait;
+use datafusion::logical_expr::LogicalPlan;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::auth::{
+    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// The PostgreSQL version Tally presents itself as.
+pub const SERVER_VERSION: &str = "16.6";
+
+/// ParameterStatus values sent after authentication.
+pub struct ServerParams;
+
+impl ServerParameterProvider for ServerParams {
+    fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
+        let meta = client.metadata();
+        let mut p = HashMap::new();
+        for (k, v) in [
+            ("server_version", SERVER_VERSION),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("IntervalStyle", "postgres"),
+            ("TimeZone", "UTC"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("is_superuser", "off"),
+            ("in_hot_standby", "off"),
+            ("default_transaction_read_only", "on"),
+        ] {
+            p.insert(k.to_owned(), v.to_owned());
+        }
+        p.insert(
+            "application_name".into(),
+            meta.get("application_name").cloned().unwrap_or_default(),
+        );
+        p.insert(
+            "session_authorization".into(),
+            meta.get("user").cloned().unwrap_or_default(),
+        );
+        Some(p)
+    }
+}
+
+/// A statement planned at Parse.
+#[derive(Debug)]
+pub struct Prepared {
+    pub plan: LogicalPlan,
+    pub inferred: Vec<Option<datafusion::arrow::datatypes::DataType>>,
+}
+
+/// Plans extended-protocol statements.
+pub struct Parser {
+    engine: Arc<QueryEngine>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let Some(plan) = self.engine.plan_single(sql).await.map_err(to_pg)? else {
+            return Ok(None);
+        };
+        let inferred = params::inferred_types(&plan)?;
+        Ok(Some(Arc::new(Prepared { plan, inferred })))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.inferred.iter().map(|t| params::wire_type(t.as_ref())).collect())
+    }
+
+    fn get_result_schema(&self, stmt: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(encode::fields(
+            stmt.plan.schema().as_arrow(),
+            format.unwrap_or(&Format::UnifiedText),
+        ))
+    }
+}
+
+/// The per-server handler (stateless per connection for now).
+pub struct PgHandler {
+    engine: Arc<QueryEngine>,
+    parser: Arc<Parser>,
+    pids: RandomPidSecretKeyGenerator,
+}
+
+impl PgHandler {
+    pub fn new(engine: Arc<QueryEngine>) -> Self {
+        PgHandler {
+            parser: Arc::new(Parser { engine: engine.clone() }),
+            engine,
+            pids: RandomPidSecretKeyGenerator::default(),
+        }
+    }
+
+    /// Execute a plan and wrap its stream as a pgwire response.
+    async fn run(&self, plan: LogicalPlan, format: &Format) -> PgWireResult<Response> {
+        let fields = Arc::new(encode::fields(plan.schema().as_arrow(), format));
+        let batches = self.engine.execute(plan).await.map_err(to_pg)?;
+        metrics::counter!("tally_gateway_queries_total").increment(1);
+        let row_fields = fields.clone();
+        let rows = batches
+            .map(move |batch| match batch {
+                Ok(b) => match encode::encode_batch(&b, &row_fields) {
+                    Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
+                    Err(e) => stream::iter(vec![Err(e)]),
+                },
+                Err(e) => stream::iter(vec![Err(to_pg(GatewayError::DataFusion(e)))]),
+            })
+            .flatten();
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+}
+
+#[async_trait]
+impl StartupHandler for PgHandler {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            let (pid, key) = self.pids.generate(&*client);
+            client.set_pid_and_secret_key(pid, key);
+            finish_authentication(client, &ServerParams).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for PgHandler {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = self.engine.parse(query).map_err(to_pg)?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let plan = match self.engine.plan(statement).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // PostgreSQL stops a multi-statement query at the first error.
+                    responses.push(Response::Error(Box::new(error_info(e))));
+                    break;
+                }
+            };
+            responses.push(self.run(plan, &Format::UnifiedText).await?);
+        }
+        Ok(responses)
+    }
+}
+
+fn error_info(e: GatewayError) -> pgwire::error::ErrorInfo {
+    match to_pg(e) {
+        PgWireError::UserError(info) => *info,
+        other => pgwire::error::ErrorInfo::new("ERROR".into(), "XX000".into(), other.to_string()),
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgHandler {
+    type Statement = Arc<Prepared>;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let values = params::decode(portal, &prepared.inferred)?;
+        let plan = if values.is_empty() {
+            prepared.plan.clone()
+        } else {
+            prepared
+                .plan
+                .clone()
+                .with_param_values(values)
+                .map_err(|e| to_pg(GatewayError::DataFusion(e)))?
+        };
+        self.run(plan, &portal.result_column_format).await
+    }
+}
+
+/// Hands the same handler to every connection.
+pub struct HandlerFactory {
+    pub handler: Arc<PgHandler>,
+}
+
+impl PgWireServerHandlers for HandlerFactory {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.handler.clone()
+    }
+}

@@ -1,0 +1,218 @@
+//! A report table at one grain (`traffic_hour`, `pages_day`, ...).
+//!
+//! Filters on `site` and `bucket` are accepted as `Inexact`: they bound the
+//! keys read, and DataFusion re-checks them on the rows. Execution reads one
+//! site at a time and emits one record batch per site, so memory is bounded
+//! by the largest site's range rather than the whole answer.
+
+use crate::keymap::{KeymapReader, ReportRow};
+use crate::pushdown::{self, ScanBounds};
+use crate::tables::UTC;
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use futures::{StreamExt, TryStreamExt};
+use schema::Grain;
+use schema::catalog::Report;
+use std::fmt;
+use std::sync::Arc;
+
+pub struct AggregateTable {
+    schema: SchemaRef,
+    report: Report,
+    grain: Grain,
+    reader: KeymapReader,
+}
+
+impl fmt::Debug for AggregateTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AggregateTable({}_{})", self.report.name(), self.grain)
+    }
+}
+
+impl AggregateTable {
+    pub fn new(schema: SchemaRef, report: Report, grain: Grain, reader: KeymapReader) -> Self {
+        AggregateTable {
+            schema,
+            report,
+            grain,
+            reader,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for AggregateTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if pushdown::narrows(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let partition = Arc::new(AggregatePartition {
+            schema: self.schema.clone(),
+            report: self.report,
+            grain: self.grain,
+            reader: self.reader.clone(),
+            bounds: pushdown::analyze(filters),
+        });
+        Ok(Arc::new(StreamingTableExec::try_new(
+            self.schema.clone(),
+            vec![partition],
+            projection,
+            Vec::new(),
+            false,
+            limit,
+        )?))
+    }
+}
+
+struct AggregatePartition {
+    schema: SchemaRef,
+    report: Report,
+    grain: Grain,
+    reader: KeymapReader,
+    bounds: ScanBounds,
+}
+
+impl fmt::Debug for AggregatePartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AggregatePartition({}_{}, {:?})",
+            self.report.name(),
+            self.grain,
+            self.bounds
+        )
+    }
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl PartitionStream for AggregatePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (reader, bounds, report, grain, schema) = (
+            self.reader.clone(),
+            self.bounds.clone(),
+            self.report,
+            self.grain,
+            self.schema.clone(),
+        );
+        let setup_reader = reader.clone();
+        let setup_bounds = bounds.clone();
+        let batches = futures::stream::once(async move {
+            let ks = setup_reader.keyspace().await.map_err(external)?;
+            let sites = setup_reader.sites(&setup_bounds).await.map_err(external)?;
+            Ok::<_, DataFusionError>(futures::stream::iter(
+                sites.into_iter().map(move |s| Ok::<_, DataFusionError>((ks, s))),
+            ))
+        })
+        .try_flatten()
+        .and_then({
+            let schema = schema.clone();
+            move |(ks, site)| {
+                let (reader, bounds, schema) = (reader.clone(), bounds.clone(), schema.clone());
+                async move {
+                    let rows = reader
+                        .read_site(ks, report, grain, &site, &bounds)
+                        .await
+                        .map_err(external)?;
+                    rows_to_batch(&schema, report, &site, &rows)
+                }
+            }
+        })
+        .try_filter(|b| futures::future::ready(b.num_rows() > 0));
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches.boxed()))
+    }
+}
+
+fn bucket_array(ms: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(ms.map(|m| m * 1000)).with_timezone(UTC))
+}
+
+fn rows_to_batch(schema: &SchemaRef, report: Report, site: &str, rows: &[ReportRow]) -> Result<RecordBatch> {
+    let n = rows.len();
+    let site_col: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(site, n)));
+    let columns: Vec<ArrayRef> = match report {
+        Report::Traffic => {
+            let get = |f: fn(&ReportRow) -> Option<i64>| -> ArrayRef {
+                Arc::new(Int64Array::from_iter_values(rows.iter().filter_map(f)))
+            };
+            vec![
+                site_col,
+                bucket_array(rows.iter().filter_map(|r| match r {
+                    ReportRow::Traffic { bucket_ms, .. } => Some(*bucket_ms),
+                    _ => None,
+                })),
+                get(|r| match r {
+                    ReportRow::Traffic { pageviews, .. } => Some(*pageviews),
+                    _ => None,
+                }),
+                get(|r| match r {
+                    ReportRow::Traffic { events, .. } => Some(*events),
+                    _ => None,
+                }),
+                get(|r| match r {
+                    ReportRow::Traffic { visitors, .. } => Some(*visitors),
+                    _ => None,
+                }),
+            ]
+        }
+        Report::Pages => {
+            let pages: Vec<(i64, &str, i64)> = rows
+                .iter()
+                .filter_map(|r| match r {
+                    ReportRow::Page {
+                        bucket_ms,
+                        path,
+                        pageviews,
+                    } => Some((*bucket_ms, path.as_str(), *pageviews)),
+                    _ => None,
+                })
+                .collect();
+            vec![
+                site_col,
+                bucket_array(pages.iter().map(|p| p.0)),
+                Arc::new(StringArray::from_iter_values(pages.iter().map(|p| p.1))),
+                Arc::new(Int64Array::from_iter_values(pages.iter().map(|p| p.2))),
+            ]
+        }
+    };
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

@@ -1,0 +1,59 @@
+//! DataFusion table providers over the key-map, generated from the catalog.
+//!
+//! Each table of `schema::catalog` becomes one provider: the report tables
+//! read buckets through [`crate::keymap::KeymapReader`], `sites` reads the
+//! registry. Providers resolve their keys at execution time (not at planning
+//! time), so a prepared statement re-reads fresh data on every execution.
+
+pub mod aggregate;
+pub mod sites;
+
+use crate::keymap::KeymapReader;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use schema::catalog::{self, ColumnType, TableKind};
+use std::sync::Arc;
+
+/// The timezone tag of every `timestamptz` column.
+pub const UTC: &str = "+00:00";
+
+/// Arrow type of a catalog column type.
+pub fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Text => DataType::Utf8,
+        ColumnType::Int8 => DataType::Int64,
+        ColumnType::Float8 => DataType::Float64,
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+    }
+}
+
+/// Arrow schema of a catalog table.
+pub fn arrow_schema(table: &catalog::Table) -> SchemaRef {
+    Arc::new(Schema::new(
+        table
+            .columns
+            .iter()
+            .map(|c| Field::new(c.name, arrow_type(c.ty), false))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// One provider per catalog table, by name.
+pub fn providers(reader: &KeymapReader) -> Vec<(String, Arc<dyn TableProvider>)> {
+    catalog::tables()
+        .into_iter()
+        .map(|t| {
+            let provider: Arc<dyn TableProvider> = match t.kind {
+                TableKind::Aggregate { report, grain } => Arc::new(aggregate::AggregateTable::new(
+                    arrow_schema(&t),
+                    report,
+                    grain,
+                    reader.clone(),
+                )),
+                TableKind::Sites => Arc::new(sites::SitesTable::new(arrow_schema(&t), reader.clone())),
+            };
+            (t.name, provider)
+        })
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! A private `redis-server` child process.
+//!
+//! Used two ways: by every test in the workspace (ephemeral port, throw-away
+//! temp dir, no persistence) and by `tally up` when no Redis is configured
+//! (a data dir of its own, AOF on). Both need the same things: find the
+//! binary, pick a free port, start it, wait until it answers `PING`, and stop
+//! it (SHUTDOWN, then kill) when dropped, so no test ever relies on a Redis
+//! that happens to be running on the machine.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why the private server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(
+        "redis-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install redis-server`, \
+         macOS: `brew install redis`) or point Tally at a running Redis with REDIS_URL=redis://host:port"
+    )]
+    NotInstalled,
+    #[error("could not prepare {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("redis-server did not answer PING on {addr} within {secs}s; its log says:\n{log}")]
+    NotReady { addr: SocketAddr, secs: u64, log: String },
+    #[error("redis-server exited early ({status}); its log says:\n{log}")]
+    Exited { status: String, log: String },
+}
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct RedisServerOptions {
+    /// Data directory; a fresh temp dir when `None` (removed on drop).
+    pub dir: Option<PathBuf>,
+    /// Append-only file on (durable across restarts).
+    pub appendonly: bool,
+    /// Port; a free ephemeral port when `None`.
+    pub port: Option<u16>,
+    /// Extra `--flag value` arguments (e.g. `--cluster-enabled yes`).
+    pub extra_args: Vec<String>,
+    /// How long to wait for the first PING.
+    pub ready_timeout: Duration,
+}
+
+impl Default for RedisServerOptions {
+    fn default() -> Self {
+        RedisServerOptions {
+            dir: None,
+            appendonly: false,
+            port: None,
+            extra_args: Vec::new(),
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running private redis-server; stopped when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    addr: SocketAddr,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl RedisServer {
+    /// Start a throw-away server for a test: ephemeral port, temp dir, no
+    /// persistence.
+    pub fn start_ephemeral() -> Result<RedisServer, HarnessError> {
+        Self::start(RedisServerOptions::default())
+    }
+
+    /// Start a server with the given options and wait until it answers.
+    pub fn start(opts: RedisServerOptions) -> Result<RedisServer, HarnessError> {
+        let binary = find_binary("redis-server").ok_or(HarnessError::NotInstalled)?;
+        let (dir, temp) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| HarnessError::Io(d.display().to_string(), e))?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("tally-redis-")
+                    .tempdir()
+                    .map_err(|e| HarnessError::Io("temp dir".into(), e))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        // A port the OS just handed out and we released; redis-server binds it
+        // a moment later. If another process races us to it, startup fails
+        // with a clear log and the caller may retry.
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port().map_err(|e| HarnessError::Io("ephemeral port".into(), e))?,
+        };
+        let log_path = dir.join("redis.log");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--logfile")
+            .arg(&log_path)
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg(if opts.appendonly { "yes" } else { "no" })
+            .arg("--daemonize")
+            .arg("no")
+            .args(&opts.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .map_err(|e| HarnessError::Io("redis-server process".into(), e))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut server = RedisServer {
+            child: Some(child),
+            addr,
+            dir,
+            _temp: temp,
+        };
+        server.wait_ready(opts.ready_timeout)?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            if ping(self.addr) {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(HarnessError::Exited {
+                    status: status.to_string(),
+                    log: self.log_tail(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::NotReady {
+                    addr: self.addr,
+                    secs: timeout.as_secs(),
+                    log: self.log_tail(),
+                });
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Kill the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop the server: `SHUTDOWN` (flushing the AOF), then kill it if it is
+    /// still running after a grace period.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) {
+            let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
+            let _ = s.write_all(b"SHUTDOWN\r\n");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Find an executable on PATH.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// True if something at `addr` answers a Redis `PING` with `+PONG`.
+pub fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_stops() {
+        let mut server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        assert!(ping(server.addr()));
+        let addr = server.addr();
+        server.stop();
+        assert!(!ping(addr));
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP surface of ingest: `POST /api/event` and its CORS preflight.
+//!
+//! A handler reads the body under the size limit, decodes and validates it,
+//! checks the site registry, computes the visitor id and hands the event to
+//! the group-commit writer; it answers 202 only once Redis has the entry.
+//! Every refusal is a JSON `{"error": ...}` with a 4xx status; Redis trouble
+//! is a 503 with `Retry-After`, and the service keeps running.
+
+use crate::payload::{self, Limits, Rejection};
+use crate::registry::SiteRegistry;
+use crate::visitor::VisitorHasher;
+use crate::writer::{EventWriter, WriteError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use schema::Event;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub limits: Limits,
+    pub max_body_bytes: usize,
+    pub trust_forwarded_for: bool,
+    pub registry: SiteRegistry,
+    pub visitors: VisitorHasher,
+    pub writer: EventWriter,
+}
+
+/// An error answer: status and reason.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::FORBIDDEN => "unknown_site",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "invalid",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("tally_ingest_events_rejected_total", "reason" => self.kind()).increment(1);
+        let mut resp = (self.status, axum::Json(serde_json::json!({ "error": self.reason }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        cors(resp.headers_mut());
+        resp
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, r.to_string())
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+/// The event routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/event", post(post_event).options(preflight))
+        .with_state(state)
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+}
+
+async fn preflight() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    resp
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The client address: the first `X-Forwarded-For` hop when trusted, else
+/// the socket peer.
+fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
+    if state.trust_forwarded_for
+        && let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    {
+        return first.to_owned();
+    }
+    peer.ip().to_string()
+}
+
+async fn post_event(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than {} bytes", state.max_body_bytes),
+        )
+    })?;
+    let now = now_ms();
+    let valid = payload::validate(payload::decode(&bytes)?, now, &state.limits)?;
+    let allowed = state
+        .registry
+        .allows(&valid.site, now)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}")))?;
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "site {:?} is not registered (tally sites add {})",
+                valid.site, valid.site
+            ),
+        ));
+    }
+    let ip = client_ip(&state, &headers, peer);
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let visitor_id = state
+        .visitors
+        .visitor_id(now, &valid.site, &ip, ua)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}")))?;
+    let event = Event {
+        ts_ms: valid.ts_ms,
+        site: valid.site,
+        name: valid.name,
+        category: valid.category,
+        url: valid.url,
+        path: valid.path,
+        referrer: valid.referrer,
+        visitor_id,
+    };
+    state.writer.write(event).await?;
+    metrics::counter!("tally_ingest_events_accepted_total").increment(1);
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "status": "accepted" })),
+    )
+        .into_response();
+    cors(resp.headers_mut());
+    Ok(resp)
+}

@@ -1,0 +1,123 @@
+//! Ingest: the HTTP collection endpoint of Tally.
+//!
+//! Trackers and server-side senders `POST` events; ingest validates them,
+//! derives the path and a cookieless visitor id, and appends each to its
+//! site's shard stream in Redis, answering 202 only after Redis accepted it.
+//!
+//! - [`payload`]: decoding and validation rules (pure, unit-tested).
+//! - [`visitor`]: the daily-salted visitor id.
+//! - [`registry`]: the cached site allow-list.
+//! - [`writer`]: group commit of events into pipelined `XADD`s.
+//! - [`http`]: the routes and their error answers.
+
+pub mod http;
+pub mod payload;
+pub mod registry;
+pub mod visitor;
+pub mod writer;
+
+use schema::ops::PrometheusHandle;
+use schema::ops::{CancellationToken, ops_router, redis_health};
+use schema::store::RedisConn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Ingest configuration (flags and environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestConfig {
+    /// Address the HTTP server listens on.
+    #[arg(
+        id = "ingest_addr",
+        long = "ingest-addr",
+        env = "TALLY_INGEST_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub addr: SocketAddr,
+    /// Largest accepted request body, in bytes (larger bodies get 413).
+    #[arg(long, env = "TALLY_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+    /// Take the client address from the first X-Forwarded-For hop. Only set
+    /// this behind a proxy that overwrites the header.
+    #[arg(long, env = "TALLY_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    /// Accept events for sites not in the registry (and register them).
+    #[arg(long, env = "TALLY_OPEN_COLLECTION")]
+    pub open_collection: bool,
+    /// Capacity of the write queue; when full, requests get 503.
+    #[arg(long, env = "TALLY_INGEST_QUEUE", default_value_t = 16_384)]
+    pub queue: usize,
+}
+
+impl IngestConfig {
+    /// Defaults, for tests and embedding.
+    pub fn with_addr(addr: SocketAddr) -> Self {
+        IngestConfig {
+            addr,
+            max_body_bytes: 65_536,
+            trust_forwarded_for: false,
+            open_collection: false,
+            queue: 16_384,
+        }
+    }
+}
+
+/// Errors that stop ingest.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("ingest server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serve ingest on `listener` until `shutdown` is cancelled; then stop
+/// accepting, finish in-flight requests and write every queued event.
+pub async fn run(
+    cfg: IngestConfig,
+    listener: TcpListener,
+    conn: RedisConn,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let (writer, writer_task) = writer::EventWriter::spawn(
+        conn.clone(),
+        writer::WriterOptions {
+            queue: cfg.queue,
+            ..Default::default()
+        },
+    );
+    let state = Arc::new(http::AppState {
+        limits: payload::Limits::default(),
+        max_body_bytes: cfg.max_body_bytes,
+        trust_forwarded_for: cfg.trust_forwarded_for,
+        registry: registry::SiteRegistry::new(conn.clone(), cfg.open_collection),
+        visitors: visitor::VisitorHasher::new(conn.clone()),
+        writer,
+    });
+    let refresher = tokio::spawn(refresh_registry(state.clone(), shutdown.clone()));
+    let app = http::router(state.clone()).merge(ops_router("ingest", metrics, redis_health(conn)));
+    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+    refresher.abort();
+    // The router (and its writer handles) are gone; dropping the last handle
+    // closes the queue, and the writer drains it before ending.
+    drop(state);
+    let _ = writer_task.await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+async fn refresh_registry(state: Arc<http::AppState>, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = state.registry.refresh().await {
+            tracing::debug!(error = %e, "site registry refresh failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

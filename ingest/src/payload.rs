@@ -1,0 +1,270 @@
+//! Decoding and validation of incoming events.
+//!
+//! Pure functions from request bytes to a validated event (everything but the
+//! visitor id, which needs the daily salt from Redis). Kept free of I/O so the
+//! rules are unit- and property-tested directly. Field names follow
+//! Plausible's tracker format (`n`, `u`, `d`, `r`) with long aliases, so
+//! existing trackers and server-side senders can post as they are.
+
+use schema::event::Category;
+use schema::site::normalize_site;
+use serde::Deserialize;
+
+/// Documented input limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest event name, in characters.
+    pub max_name_chars: usize,
+    /// Longest url, in bytes.
+    pub max_url_bytes: usize,
+    /// Referrers longer than this are truncated (as Plausible does).
+    pub max_referrer_bytes: usize,
+    /// Oldest accepted client timestamp, relative to now.
+    pub max_past_ms: i64,
+    /// Furthest accepted client timestamp into the future (clock skew).
+    pub max_future_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_name_chars: 120,
+            max_url_bytes: 2000,
+            max_referrer_bytes: 2000,
+            max_past_ms: 72 * 3_600_000,
+            max_future_ms: 5 * 60_000,
+        }
+    }
+}
+
+/// The JSON body of `POST /api/event`.
+#[derive(Debug, Deserialize)]
+pub struct RawEvent {
+    #[serde(alias = "d", alias = "domain")]
+    pub site: Option<String>,
+    #[serde(alias = "n")]
+    pub name: Option<String>,
+    #[serde(alias = "u")]
+    pub url: Option<String>,
+    #[serde(alias = "r")]
+    pub referrer: Option<String>,
+    /// Client time in milliseconds since the Unix epoch.
+    #[serde(alias = "ts", alias = "timestamp")]
+    pub timestamp_ms: Option<i64>,
+}
+
+/// An event that passed validation; the visitor id is added by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEvent {
+    pub ts_ms: i64,
+    pub site: String,
+    pub name: String,
+    pub category: Category,
+    pub url: String,
+    pub path: String,
+    pub referrer: String,
+}
+
+/// Why an event was refused; each becomes a 400 with this text as reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejection {
+    #[error("body is not a JSON event: {0}")]
+    Json(String),
+    #[error("missing field {0:?}")]
+    Missing(&'static str),
+    #[error("event name is longer than {0} characters")]
+    NameTooLong(usize),
+    #[error("event name contains control characters")]
+    NameInvalid,
+    #[error("url is longer than {0} bytes")]
+    UrlTooLong(usize),
+    #[error("url is not an absolute http(s) URL: {0}")]
+    UrlInvalid(String),
+    #[error("invalid site: {0}")]
+    Site(String),
+    #[error("timestamp {ts_ms} is outside the accepted window ({window})")]
+    Timestamp { ts_ms: i64, window: &'static str },
+}
+
+/// Decode a request body (JSON, whatever the content type).
+pub fn decode(body: &[u8]) -> Result<RawEvent, Rejection> {
+    serde_json::from_slice(body).map_err(|e| Rejection::Json(e.to_string()))
+}
+
+/// Validate and normalise a decoded event received at `now_ms`.
+pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<ValidEvent, Rejection> {
+    let name = raw.name.ok_or(Rejection::Missing("name"))?;
+    let name = name.trim().to_owned();
+    if name.is_empty() {
+        return Err(Rejection::Missing("name"));
+    }
+    if name.chars().count() > limits.max_name_chars {
+        return Err(Rejection::NameTooLong(limits.max_name_chars));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Rejection::NameInvalid);
+    }
+
+    let url_text = raw.url.ok_or(Rejection::Missing("url"))?;
+    if url_text.len() > limits.max_url_bytes {
+        return Err(Rejection::UrlTooLong(limits.max_url_bytes));
+    }
+    let parsed = url::Url::parse(&url_text).map_err(|e| Rejection::UrlInvalid(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Rejection::UrlInvalid(format!(
+            "scheme {:?} is not http(s)",
+            parsed.scheme()
+        )));
+    }
+    let host = parsed.host_str().unwrap_or_default().to_owned();
+    let site_raw = match raw.site {
+        Some(s) if !s.trim().is_empty() => s,
+        _ => host,
+    };
+    let site = normalize_site(&site_raw).map_err(|e| Rejection::Site(e.to_string()))?;
+    let path = match parsed.path() {
+        "" => "/".to_owned(),
+        p => p.to_owned(),
+    };
+
+    let mut referrer = raw.referrer.unwrap_or_default();
+    truncate_at_char_boundary(&mut referrer, limits.max_referrer_bytes);
+
+    let ts_ms = match raw.timestamp_ms {
+        None => now_ms,
+        Some(ts) if ts < now_ms - limits.max_past_ms => {
+            return Err(Rejection::Timestamp {
+                ts_ms: ts,
+                window: "more than 72 hours in the past",
+            });
+        }
+        Some(ts) if ts > now_ms + limits.max_future_ms => {
+            return Err(Rejection::Timestamp {
+                ts_ms: ts,
+                window: "more than 5 minutes in the future",
+            });
+        }
+        Some(ts) => ts,
+    };
+
+    Ok(ValidEvent {
+        ts_ms,
+        category: Category::of_name(&name),
+        site,
+        name,
+        url: url_text,
+        path,
+        referrer,
+    })
+}
+
+fn truncate_at_char_boundary(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    fn check(body: &str) -> Result<ValidEvent, Rejection> {
+        validate(decode(body.as_bytes())?, NOW, &Limits::default())
+    }
+
+    #[test]
+    fn accepts_tracker_and_long_forms() {
+        let e = check(
+            r#"{"n":"pageview","u":"https://www.Example.com/a/b?q=1#x","d":"example.com","r":"https://google.com/"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.site, "example.com");
+        assert_eq!(e.path, "/a/b");
+        assert_eq!(e.ts_ms, NOW);
+        assert_eq!(e.category, Category::Pageview);
+        let e = check(&format!(
+            r#"{{"name":"purchase","url":"http://shop.io","domain":"shop.io","timestamp":{}}}"#,
+            NOW - 1000
+        ))
+        .unwrap();
+        assert_eq!(
+            (e.path.as_str(), e.ts_ms, e.category),
+            ("/", NOW - 1000, Category::Ecommerce)
+        );
+    }
+
+    #[test]
+    fn derives_site_from_url_host() {
+        let e = check(r#"{"n":"pageview","u":"https://www.blog.dev/x"}"#).unwrap();
+        assert_eq!(e.site, "blog.dev");
+    }
+
+    #[test]
+    fn rejects_bad_input_with_reasons() {
+        assert_eq!(check(r#"{"u":"https://a.io"}"#), Err(Rejection::Missing("name")));
+        assert_eq!(
+            check(r#"{"n":"  ","u":"https://a.io"}"#),
+            Err(Rejection::Missing("name"))
+        );
+        assert_eq!(check(r#"{"n":"x"}"#), Err(Rejection::Missing("url")));
+        assert!(matches!(
+            check(r#"{"n":"x","u":"ftp://a.io/"}"#),
+            Err(Rejection::UrlInvalid(_))
+        ));
+        assert!(matches!(
+            check(r#"{"n":"x","u":"/relative"}"#),
+            Err(Rejection::UrlInvalid(_))
+        ));
+        assert!(matches!(
+            check(r#"{"n":"x","u":"https://a.io","d":"a:b"}"#),
+            Err(Rejection::Site(_))
+        ));
+        assert!(matches!(check("not json"), Err(Rejection::Json(_))));
+        let long = "e".repeat(121);
+        assert_eq!(
+            check(&format!(r#"{{"n":"{long}","u":"https://a.io"}}"#)),
+            Err(Rejection::NameTooLong(120))
+        );
+        let long_url = format!("https://a.io/{}", "p".repeat(2000));
+        assert_eq!(
+            check(&format!(r#"{{"n":"x","u":"{long_url}"}}"#)),
+            Err(Rejection::UrlTooLong(2000))
+        );
+    }
+
+    #[test]
+    fn enforces_the_timestamp_window() {
+        let at = |ts: i64| check(&format!(r#"{{"n":"x","u":"https://a.io","ts":{ts}}}"#));
+        assert!(at(NOW - 72 * 3_600_000).is_ok());
+        assert!(matches!(at(NOW - 72 * 3_600_000 - 1), Err(Rejection::Timestamp { .. })));
+        assert!(at(NOW + 300_000).is_ok());
+        assert!(matches!(at(NOW + 300_001), Err(Rejection::Timestamp { .. })));
+    }
+
+    #[test]
+    fn truncates_long_referrers_on_a_char_boundary() {
+        let r = "é".repeat(1500); // 3000 bytes
+        let e = check(&format!(r#"{{"n":"x","u":"https://a.io","r":"{r}"}}"#)).unwrap();
+        assert_eq!(e.referrer.len(), 2000);
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        // A cheap deterministic fuzz: every prefix and byte flip of a valid body.
+        let body = br#"{"n":"pageview","u":"https://a.io/x","d":"a.io","r":"","ts":1795000000000}"#;
+        for i in 0..body.len() {
+            let _ = decode(&body[..i]).map(|r| validate(r, NOW, &Limits::default()));
+            for flip in [0x00u8, 0x22, 0x5c, 0xff, b'9'] {
+                let mut b = body.to_vec();
+                b[i] = flip;
+                let _ = decode(&b).map(|r| validate(r, NOW, &Limits::default()));
+            }
+        }
+    }
+}

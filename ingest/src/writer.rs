@@ -1,0 +1,152 @@
+//! Group commit of events to the shard streams.
+//!
+//! Request handlers hand their event to one writer task over a bounded queue
+//! and wait for its verdict. The writer takes whatever has queued up (never
+//! waiting for more), groups it by shard stream (one Redis Cluster slot each),
+//! and sends each group as one pipeline of `XADD`s, with several pipelines in
+//! flight. Under load many requests share one round trip; when idle an event
+//! is written at once, so no request waits for a timer. A handler answers 202
+//! only after its own `XADD` returned an entry id.
+
+use redis::Value;
+use schema::store::RedisConn;
+use schema::{Event, Shard};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// Why an event was not written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("ingest is shutting down")]
+    Closed,
+    #[error("ingest queue is full")]
+    Overloaded,
+}
+
+struct WriteRequest {
+    shard: Shard,
+    event: Event,
+    reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Queue capacity; a full queue answers 503 rather than buffering without
+    /// bound.
+    pub queue: usize,
+    /// Most events in one pipeline.
+    pub max_batch: usize,
+    /// Pipelines in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            queue: 16_384,
+            max_batch: 512,
+            max_in_flight: 8,
+        }
+    }
+}
+
+/// Handle used by request handlers.
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+impl EventWriter {
+    /// Start the writer task. It ends once every `EventWriter` clone is
+    /// dropped and all queued events are written.
+    pub fn spawn(conn: RedisConn, opts: WriterOptions) -> (EventWriter, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(opts.queue);
+        let task = tokio::spawn(run(conn, rx, opts));
+        (EventWriter { tx }, task)
+    }
+
+    /// Append one event; resolves once Redis accepted it (or failed).
+    pub async fn write(&self, event: Event) -> Result<(), WriteError> {
+        let (reply, done) = oneshot::channel();
+        let req = WriteRequest {
+            shard: Shard::of_site(&event.site),
+            event,
+            reply,
+        };
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(WriteError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(WriteError::Closed),
+        }
+        done.await.unwrap_or(Err(WriteError::Closed))
+    }
+}
+
+async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: WriterOptions) {
+    let permits = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
+    let mut in_flight = JoinSet::new();
+    let mut batch = Vec::with_capacity(opts.max_batch);
+    while rx.recv_many(&mut batch, opts.max_batch).await > 0 {
+        let mut by_shard: HashMap<Shard, Vec<WriteRequest>> = HashMap::new();
+        for req in batch.drain(..) {
+            by_shard.entry(req.shard).or_default().push(req);
+        }
+        for (shard, reqs) in by_shard {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let conn = conn.clone();
+            in_flight.spawn(async move {
+                write_pipeline(conn, shard, reqs).await;
+                drop(permit);
+            });
+        }
+        while in_flight.try_join_next().is_some() {}
+    }
+    // Queue closed: finish what is in flight before returning.
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<WriteRequest>) {
+    let stream = shard.stream_key();
+    let mut pipe = redis::pipe();
+    for r in &reqs {
+        let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
+        for (k, v) in r.event.to_fields() {
+            cmd.arg(k).arg(v);
+        }
+    }
+    let started = std::time::Instant::now();
+    let result: Result<Vec<Value>, _> = pipe.query_async(&mut conn).await;
+    metrics::histogram!("tally_ingest_pipeline_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("tally_ingest_pipeline_events").record(reqs.len() as f64);
+    match result {
+        Ok(ids) if ids.len() == reqs.len() => {
+            for (r, id) in reqs.into_iter().zip(ids) {
+                let verdict = match id {
+                    Value::BulkString(_) | Value::SimpleString(_) => Ok(()),
+                    other => Err(WriteError::Unavailable(format!("unexpected XADD reply {other:?}"))),
+                };
+                let _ = r.reply.send(verdict);
+            }
+        }
+        Ok(ids) => {
+            let msg = format!("pipeline returned {} replies for {} events", ids.len(), reqs.len());
+            for r in reqs {
+                let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, shard = %shard, events = reqs.len(), "XADD pipeline failed");
+            let msg = e.to_string();
+            for r in reqs {
+                let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The Redis key layout.
+//!
+//! Sites are spread over [`SHARDS`] shard streams by a stable hash of the site
+//! domain. Every key that belongs to a site (its stream, its aggregates, its
+//! span) carries the shard's hash tag `{sNN}`, so on Redis Cluster all of them
+//! live in one slot: the streamer's apply script, multi-key `PFCOUNT` and
+//! pipelines over one site never cross slots.
+//!
+//! ```text
+//! tally:{s07}:events                                 stream of raw events (shard 7)
+//! tally:v1:{s07}:traffic:m:example.com:202611260658  hash  pageviews, events
+//! tally:v1:{s07}:visitors:m:example.com:202611260658 HLL   visitor ids
+//! tally:v1:{s07}:pages:h:example.com:2026112606      hash  path -> pageviews
+//! tally:v1:{s07}:span:example.com                    hash  first_ms, last_ms
+//! tally:v1:{s07}:applied                             hash  events, batches (streamer progress)
+//! tally:sites                                        hash  site -> registration JSON
+//! tally:salt:20261126                                string daily visitor-id salt
+//! tally:keyspace                                     string active aggregate version
+//! ```
+//!
+//! Aggregate keys carry a keyspace version (`v1`) so that a replay can build a
+//! new version beside the live one and switch atomically (`tally:keyspace`).
+//! The raw streams are not versioned: they are the log every version is
+//! computed from.
+
+use crate::grain::Grain;
+use std::fmt;
+
+/// Number of shard streams. Fixed for a deployment: changing it would move
+/// sites to other streams and other slots.
+pub const SHARDS: u16 = 16;
+
+/// Prefix of every key Tally owns.
+pub const PREFIX: &str = "tally";
+
+/// Keyspace version used when `tally:keyspace` is not set.
+pub const DEFAULT_VERSION: u32 = 1;
+
+/// One shard stream and the hash tag shared by all keys routed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shard(pub u16);
+
+impl Shard {
+    /// The shard a site belongs to: FNV-1a (32 bit) of the domain, modulo
+    /// [`SHARDS`]. Stable across versions and platforms by construction.
+    pub fn of_site(site: &str) -> Shard {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in site.as_bytes() {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        Shard((h % u32::from(SHARDS)) as u16)
+    }
+
+    /// All shards, in order.
+    pub fn all() -> impl Iterator<Item = Shard> {
+        (0..SHARDS).map(Shard)
+    }
+
+    /// The hash tag, e.g. `{s07}`.
+    pub fn tag(self) -> String {
+        format!("{{s{:02}}}", self.0)
+    }
+
+    /// The shard's event stream.
+    pub fn stream_key(self) -> String {
+        format!("{PREFIX}:{}:events", self.tag())
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{:02}", self.0)
+    }
+}
+
+/// The per-bucket aggregate families kept in the key-map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Hash of site-level counters (`pageviews`, `events`).
+    Traffic,
+    /// HyperLogLog of visitor ids.
+    Visitors,
+    /// Hash of path -> pageviews.
+    Pages,
+}
+
+impl Family {
+    pub const fn code(self) -> &'static str {
+        match self {
+            Family::Traffic => "traffic",
+            Family::Visitors => "visitors",
+            Family::Pages => "pages",
+        }
+    }
+}
+
+/// Field names inside the traffic hash.
+pub mod traffic_fields {
+    pub const PAGEVIEWS: &str = "pageviews";
+    pub const EVENTS: &str = "events";
+}
+
+/// Field names inside the span hash.
+pub mod span_fields {
+    pub const FIRST_MS: &str = "first_ms";
+    pub const LAST_MS: &str = "last_ms";
+}
+
+/// One version of the aggregate keyspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyspace {
+    pub version: u32,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Keyspace {
+            version: DEFAULT_VERSION,
+        }
+    }
+}
+
+impl Keyspace {
+    pub fn new(version: u32) -> Self {
+        Keyspace { version }
+    }
+
+    fn base(self, shard: Shard) -> String {
+        format!("{PREFIX}:v{}:{}", self.version, shard.tag())
+    }
+
+    /// Key of one aggregate bucket of a site.
+    pub fn bucket_key(self, family: Family, grain: Grain, site: &str, bucket_ms: i64) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.base(Shard::of_site(site)),
+            family.code(),
+            grain.code(),
+            site,
+            grain.label(bucket_ms)
+        )
+    }
+
+    /// Hash with the first and last event time seen for a site; bounds the
+    /// buckets a query without a time filter has to read.
+    pub fn span_key(self, site: &str) -> String {
+        format!("{}:span:{}", self.base(Shard::of_site(site)), site)
+    }
+
+    /// Streamer progress counters of one shard.
+    pub fn applied_key(self, shard: Shard) -> String {
+        format!("{}:applied", self.base(shard))
+    }
+
+    /// Consumer group that builds this keyspace version.
+    pub fn group(self) -> String {
+        format!("{PREFIX}:agg:v{}", self.version)
+    }
+}
+
+/// The site registry.
+pub fn sites_key() -> String {
+    format!("{PREFIX}:sites")
+}
+
+/// The daily visitor-id salt for a UTC day label (`20261126`).
+pub fn salt_key(day_label: &str) -> String {
+    format!("{PREFIX}:salt:{day_label}")
+}
+
+/// Pointer to the active keyspace version.
+pub fn keyspace_key() -> String {
+    format!("{PREFIX}:keyspace")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_site_keys_share_the_stream_tag() {
+        let ks = Keyspace::default();
+        let site = "example.com";
+        let tag = Shard::of_site(site).tag();
+        for k in [
+            Shard::of_site(site).stream_key(),
+            ks.bucket_key(Family::Traffic, Grain::Minute, site, 0),
+            ks.bucket_key(Family::Visitors, Grain::Day, site, 0),
+            ks.span_key(site),
+        ] {
+            assert!(k.contains(&tag), "{k} lacks {tag}");
+            assert_eq!(k.matches('{').count(), 1, "{k}: exactly one hash tag");
+        }
+    }
+
+    #[test]
+    fn shard_routing_is_stable_and_spread() {
+        // Fixed values: changing the hash would move every site's data.
+        assert_eq!(Shard::of_site("example.com"), Shard::of_site("example.com"));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            seen.insert(Shard::of_site(&format!("site{i}.test")));
+        }
+        assert_eq!(seen.len(), SHARDS as usize);
+        assert_eq!(
+            Keyspace::default().bucket_key(Family::Traffic, Grain::Hour, "a.io", 3_600_000),
+            format!("tally:v1:{}:traffic:h:a.io:1970010101", Shard::of_site("a.io").tag())
+        );
+    }
+}

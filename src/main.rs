@@ -1,0 +1,190 @@
+//! `tally`: the command line of Tally. Parses flags and environment, sets up
+//! logging and metrics, and dispatches to the library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use schema::ops::{CancellationToken, PrometheusHandle};
+use schema::store::{ConnectOptions, RedisConn, RedisTarget};
+use tally::{loadgen, up};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Web analytics on Redis Streams, queried as SQL over the PostgreSQL protocol"
+)]
+struct Cli {
+    /// Redis to use: redis://host:port, or redis+cluster://h1:p1,h2:p2.
+    /// `tally up` starts a private redis-server when it is unset and nothing
+    /// answers on 127.0.0.1:6379.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    redis_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "TALLY_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest, streamer and gateway in one process.
+    Up(Box<up::UpOptions>),
+    /// Run the ingest HTTP service alone.
+    Ingest(ingest::IngestConfig),
+    /// Run a streamer alone (run several to share the work).
+    Streamer(streamer::StreamerConfig),
+    /// Run the SQL gateway alone.
+    Gateway(gateway::GatewayConfig),
+    /// Send synthetic traffic to an ingest URL.
+    Loadgen(loadgen::LoadgenOptions),
+    /// Manage the site registry.
+    Sites {
+        #[command(subcommand)]
+        action: SitesAction,
+    },
+    /// Show the streamer's progress per shard (lag and pending entries).
+    Status,
+}
+
+#[derive(Subcommand)]
+enum SitesAction {
+    /// Register sites (events for unregistered sites are refused).
+    Add { sites: Vec<String> },
+    /// List registered sites.
+    List,
+    /// Unregister sites (their data stays until it expires).
+    Remove { sites: Vec<String> },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn init_metrics() -> Option<PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed");
+            None
+        }
+    }
+}
+
+async fn connect(url: Option<&str>) -> Result<RedisConn> {
+    let url = url.unwrap_or("redis://127.0.0.1:6379");
+    let target = RedisTarget::parse(url)?;
+    Ok(RedisConn::connect(&target, ConnectOptions::default()).await?)
+}
+
+/// Cancel the token on SIGINT/SIGTERM.
+fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        schema::ops::shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight work");
+        t.cancel();
+    });
+    token
+}
+
+async fn listen(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let redis_url = cli.redis_url.clone();
+    match cli.command {
+        Command::Up(opts) => up::run(*opts, redis_url, init_metrics()).await,
+        Command::Ingest(cfg) => {
+            let conn = connect(redis_url.as_deref()).await?;
+            let l = listen(cfg.addr).await?;
+            ingest::run(cfg, l, conn, init_metrics(), cancel_on_signal()).await?;
+            Ok(())
+        }
+        Command::Streamer(cfg) => {
+            let conn = connect(redis_url.as_deref()).await?;
+            let l = listen(cfg.addr).await?;
+            streamer::run(cfg, Some(l), conn, init_metrics(), cancel_on_signal()).await?;
+            Ok(())
+        }
+        Command::Gateway(cfg) => {
+            let conn = connect(redis_url.as_deref()).await?;
+            let (pg, http) = (listen(cfg.addr).await?, listen(cfg.http_addr).await?);
+            gateway::run(cfg, pg, Some(http), conn, init_metrics(), cancel_on_signal()).await?;
+            Ok(())
+        }
+        Command::Loadgen(opts) => {
+            let report = loadgen::run(&opts, cancel_on_signal()).await?;
+            println!(
+                "sent {} events: {} accepted, {} rejected, {} failed",
+                report.sent, report.accepted, report.rejected, report.failed
+            );
+            Ok(())
+        }
+        Command::Sites { action } => {
+            let mut conn = connect(redis_url.as_deref()).await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            match action {
+                SitesAction::Add { sites } => {
+                    for raw in sites {
+                        let site = schema::site::normalize_site(&raw)?;
+                        let added = schema::site::add_site(&mut conn, &site, now).await?;
+                        println!("{site}: {}", if added { "added" } else { "already registered" });
+                    }
+                }
+                SitesAction::List => {
+                    for s in schema::site::list_sites(&mut conn).await? {
+                        println!("{s}");
+                    }
+                }
+                SitesAction::Remove { sites } => {
+                    for raw in sites {
+                        let site = schema::site::normalize_site(&raw)?;
+                        let removed = schema::site::remove_site(&mut conn, &site).await?;
+                        println!("{site}: {}", if removed { "removed" } else { "not registered" });
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let mut conn = connect(redis_url.as_deref()).await?;
+            let ks = streamer::keyspace(&mut conn).await?;
+            println!("keyspace v{}  group {}", ks.version, ks.group());
+            println!("{:<6} {:>10} {:>10}", "shard", "lag", "pending");
+            for p in streamer::progress::progress(&mut conn, ks).await? {
+                let lag = p.lag.map_or_else(|| "?".to_owned(), |l| l.to_string());
+                println!("{:<6} {:>10} {:>10}", p.shard.to_string(), lag, p.pending);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,57 @@
+//! Where Redis is for `tally up`: `REDIS_URL`, else a Redis answering on the
+//! default address, else a private `redis-server` child with its own data
+//! dir and AOF on (stopped when `tally up` exits).
+
+use anyhow::{Context, Result};
+use harness::{RedisServer, RedisServerOptions, ping};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The default address probed when `REDIS_URL` is not set.
+pub const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";
+
+/// A resolved Redis: its URL and, if private, the child process.
+pub struct ResolvedRedis {
+    pub url: String,
+    pub private: Option<RedisServer>,
+}
+
+/// Default data dir of the private server.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("tally").join("redis");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/share/tally/redis");
+    }
+    PathBuf::from(".tally/redis")
+}
+
+/// Resolve Redis as described in the module docs.
+pub fn resolve(redis_url: Option<&str>, data_dir: Option<PathBuf>) -> Result<ResolvedRedis> {
+    if let Some(url) = redis_url {
+        return Ok(ResolvedRedis {
+            url: url.to_owned(),
+            private: None,
+        });
+    }
+    let default: SocketAddr = DEFAULT_REDIS_ADDR.parse().context("default address")?;
+    if ping(default) {
+        tracing::info!(addr = %default, "using the Redis answering on the default address");
+        return Ok(ResolvedRedis {
+            url: format!("redis://{default}"),
+            private: None,
+        });
+    }
+    let dir = data_dir.unwrap_or_else(default_data_dir);
+    tracing::info!(dir = %dir.display(), "no REDIS_URL and nothing on {default}: starting a private redis-server");
+    let server = RedisServer::start(RedisServerOptions {
+        dir: Some(dir),
+        appendonly: true,
+        ..Default::default()
+    })?;
+    Ok(ResolvedRedis {
+        url: server.url(),
+        private: Some(server),
+    })
+}

@@ -1,0 +1,100 @@
+-- Tally: apply one batch's deltas and acknowledge it, atomically, exactly once.
+--
+-- The consumer group's pending-entries list is the commit log: a batch is
+-- applied only if all of its entries are still pending for this consumer, and
+-- they are acknowledged in the same script, so "acked <=> applied" holds
+-- through retries of unknown outcome, crashes, XAUTOCLAIM and replays.
+--
+-- KEYS[1]  the shard stream
+-- KEYS[2]  the shard's progress hash (events, batches)
+-- KEYS[3..] aggregate keys (all with the stream's hash tag: one slot)
+-- ARGV     group, consumer, n, id_1 .. id_n (ascending), then ops:
+--   kind key_index ttl_seconds m items...
+--   'H': m field/delta pairs  -> HINCRBY
+--   'P': m members            -> PFADD
+--   'L': m field/value pairs  -> keep the lowest value
+--   'G': m field/value pairs  -> keep the greatest value
+-- Returns n when applied, 0 when none of the ids is pending for this
+-- consumer (already applied, or claimed by another), or the array of the ids
+-- still owned when only some are (the caller re-aggregates those).
+
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+if n == nil or n < 1 or #ARGV < 3 + n then
+  return redis.error_reply('ERR tally apply: bad id count')
+end
+
+local pending = redis.call('XPENDING', stream, group, ARGV[4], ARGV[3 + n], n + 64, consumer)
+local owned = {}
+for _, e in ipairs(pending) do owned[e[1]] = true end
+local mine = {}
+for i = 4, 3 + n do
+  if owned[ARGV[i]] then mine[#mine + 1] = ARGV[i] end
+end
+if #mine == 0 then return 0 end
+if #mine < n then return mine end
+
+local function integer(s)
+  local v = tonumber(s)
+  return v ~= nil and v == math.floor(v)
+end
+
+-- Validate every op before the first write: a script that fails halfway
+-- would leave its earlier writes in place.
+local ops_start = 4 + n
+local p = ops_start
+while p <= #ARGV do
+  local kind, ki, ttl, m = ARGV[p], tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+  if (kind ~= 'H' and kind ~= 'P' and kind ~= 'L' and kind ~= 'G') or ki == nil or ki < 3 or ki > #KEYS
+      or ttl == nil or m == nil or m < 1 then
+    return redis.error_reply('ERR tally apply: malformed op at argument ' .. p)
+  end
+  local width = 2
+  if kind == 'P' then width = 1 end
+  local last = p + 3 + m * width
+  if last > #ARGV then
+    return redis.error_reply('ERR tally apply: truncated op at argument ' .. p)
+  end
+  if width == 2 then
+    for j = p + 5, last, 2 do
+      if not integer(ARGV[j]) then
+        return redis.error_reply('ERR tally apply: non-integer value at argument ' .. j)
+      end
+    end
+  end
+  p = last + 1
+end
+
+p = ops_start
+while p <= #ARGV do
+  local kind, key, ttl, m = ARGV[p], KEYS[tonumber(ARGV[p + 1])], tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+  local q = p + 4
+  if kind == 'H' then
+    for j = q, q + 2 * m - 1, 2 do
+      redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1])
+    end
+    p = q + 2 * m
+  elseif kind == 'P' then
+    for j = q, q + m - 1, 500 do
+      redis.call('PFADD', key, unpack(ARGV, j, math.min(j + 499, q + m - 1)))
+    end
+    p = q + m
+  else
+    for j = q, q + 2 * m - 1, 2 do
+      local cur = tonumber(redis.call('HGET', key, ARGV[j]))
+      local v = tonumber(ARGV[j + 1])
+      if cur == nil or (kind == 'L' and v < cur) or (kind == 'G' and v > cur) then
+        redis.call('HSET', key, ARGV[j], ARGV[j + 1])
+      end
+    end
+    p = q + 2 * m
+  end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+
+for j = 4, 3 + n, 500 do
+  redis.call('XACK', stream, group, unpack(ARGV, j, math.min(j + 499, 3 + n)))
+end
+redis.call('HINCRBY', KEYS[2], 'events', n)
+redis.call('HINCRBY', KEYS[2], 'batches', 1)
+return n

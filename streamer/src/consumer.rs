@@ -1,0 +1,289 @@
+//! The per-shard consume loop.
+//!
+//! One task per shard stream: read a batch for this consumer from the group
+//! (`XREADGROUP ... >`), decode it, pre-aggregate it and apply it with the
+//! exactly-once script; every few seconds also reclaim entries that another
+//! consumer left pending too long (`XAUTOCLAIM`), which is how the work of a
+//! crashed streamer is finished by the living ones. Reads do not block on the
+//! server (a blocked read would stall the shared multiplexed connection and
+//! cannot be routed on a cluster); an idle shard is polled with a short,
+//! growing back-off instead.
+
+use crate::aggregate::{Retention, aggregate};
+use crate::apply::{ApplyOutcome, apply_batch};
+use redis::Value;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use schema::ops::CancellationToken;
+use schema::store::RedisConn;
+use schema::{Event, Keyspace, Shard};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Tuning of the consume loop.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// This process's consumer name in the group (unique per process).
+    pub consumer: String,
+    /// Most entries read per batch.
+    pub batch: usize,
+    /// Entries pending longer than this for another consumer are reclaimed.
+    pub claim_idle: Duration,
+    /// How often to look for such entries.
+    pub claim_every: Duration,
+    /// Longest pause between polls of an idle shard.
+    pub max_idle_poll: Duration,
+    pub retention: Retention,
+}
+
+impl ConsumerOptions {
+    pub fn new(consumer: String) -> Self {
+        ConsumerOptions {
+            consumer,
+            batch: 1000,
+            claim_idle: Duration::from_secs(30),
+            claim_every: Duration::from_secs(5),
+            max_idle_poll: Duration::from_millis(50),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Create the consumer group on a shard stream (and the stream), reading
+/// from the beginning of the retained history.
+pub async fn ensure_group(conn: &mut RedisConn, ks: Keyspace, shard: Shard) -> redis::RedisResult<()> {
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(shard.stream_key())
+        .arg(ks.group())
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A stream entry with its decoded event (None if it could not be decoded).
+struct Entry {
+    id: String,
+    event: Option<Event>,
+}
+
+fn decode(ids: Vec<StreamId>) -> Vec<Entry> {
+    ids.into_iter()
+        .map(|sid| {
+            let pairs = sid.map.iter().filter_map(|(k, v)| match v {
+                Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
+                _ => None,
+            });
+            let event = match Event::from_fields(pairs) {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    tracing::warn!(id = %sid.id, error = %err, "undecodable stream entry; acknowledging it without counting");
+                    metrics::counter!("tally_streamer_malformed_total").increment(1);
+                    None
+                }
+            };
+            Entry { id: sid.id, event }
+        })
+        .collect()
+}
+
+/// Run the loop for one shard until `shutdown`; an in-progress batch is
+/// finished first.
+pub async fn run_shard(
+    mut conn: RedisConn,
+    ks: Keyspace,
+    shard: Shard,
+    opts: ConsumerOptions,
+    shutdown: CancellationToken,
+) {
+    let stream = shard.stream_key();
+    let group = ks.group();
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    while let Err(e) = ensure_group(&mut conn, ks, shard).await {
+        tracing::warn!(shard = %shard, error = %e, "cannot create consumer group; retrying");
+        if !backoff.wait(&shutdown).await {
+            return;
+        }
+    }
+    let min_poll = Duration::from_millis(1);
+    let mut idle = min_poll;
+    let mut last_claim = Instant::now();
+    while !shutdown.is_cancelled() {
+        if last_claim.elapsed() >= opts.claim_every {
+            last_claim = Instant::now();
+            match reclaim(&mut conn, &stream, &group, &opts).await {
+                Ok(entries) if !entries.is_empty() => {
+                    tracing::info!(shard = %shard, entries = entries.len(), "reclaimed entries of another consumer");
+                    metrics::counter!("tally_streamer_reclaimed_total").increment(entries.len() as u64);
+                    process(&mut conn, ks, shard, &opts, entries, &shutdown).await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(shard = %shard, error = %e, "XAUTOCLAIM failed"),
+            }
+        }
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&group)
+            .arg(&opts.consumer)
+            .arg("COUNT")
+            .arg(opts.batch)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await;
+        let entries = match read {
+            Ok(Some(reply)) => reply.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                if e.code() == Some("NOGROUP") {
+                    let _ = ensure_group(&mut conn, ks, shard).await;
+                }
+                tracing::warn!(shard = %shard, error = %e, "XREADGROUP failed");
+                if !backoff.wait(&shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        if entries.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(idle) => {}
+            }
+            idle = (idle * 2).min(opts.max_idle_poll);
+            continue;
+        }
+        idle = min_poll;
+        process(&mut conn, ks, shard, &opts, decode(entries), &shutdown).await;
+    }
+}
+
+async fn reclaim(
+    conn: &mut RedisConn,
+    stream: &str,
+    group: &str,
+    opts: &ConsumerOptions,
+) -> redis::RedisResult<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut cursor = "0-0".to_owned();
+    // Bounded: at most 10 rounds of `batch` per reclaim pass.
+    for _ in 0..10 {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(&opts.consumer)
+            .arg(opts.claim_idle.as_millis() as u64)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(opts.batch)
+            .query_async(conn)
+            .await?;
+        out.extend(decode(reply.claimed));
+        cursor = reply.next_stream_id;
+        if cursor == "0-0" || out.len() >= opts.batch {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Apply one batch exactly once, retrying calls of unknown outcome.
+async fn process(
+    conn: &mut RedisConn,
+    ks: Keyspace,
+    shard: Shard,
+    opts: &ConsumerOptions,
+    mut entries: Vec<Entry>,
+    shutdown: &CancellationToken,
+) {
+    entries.sort_by_key(|e| stream_id_key(&e.id));
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    loop {
+        if entries.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let deltas = aggregate(entries.iter().filter_map(|e| e.event.as_ref()), ks, opts.retention);
+        let started = Instant::now();
+        match apply_batch(conn, ks, shard, &opts.consumer, &ids, &deltas).await {
+            Ok(ApplyOutcome::Applied(n)) => {
+                metrics::counter!("tally_streamer_events_applied_total").increment(n as u64);
+                metrics::histogram!("tally_streamer_apply_seconds").record(started.elapsed().as_secs_f64());
+                return;
+            }
+            Ok(ApplyOutcome::NotPending) => {
+                metrics::counter!("tally_streamer_batches_skipped_total").increment(1);
+                return;
+            }
+            Ok(ApplyOutcome::Partial(owned)) => {
+                let owned: HashSet<String> = owned.into_iter().collect();
+                tracing::info!(shard = %shard, kept = owned.len(), of = entries.len(), "part of the batch was claimed elsewhere");
+                entries.retain(|e| owned.contains(&e.id));
+            }
+            Err(e) => {
+                metrics::counter!("tally_streamer_apply_errors_total").increment(1);
+                tracing::warn!(shard = %shard, error = %e, events = entries.len(), "apply failed; retrying the same batch");
+                if !backoff.wait(shutdown).await {
+                    // Left pending: another consumer (or our successor) will
+                    // reclaim and apply it.
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sort key of a stream id `<ms>-<seq>`.
+fn stream_id_key(id: &str) -> (u64, u64) {
+    let mut it = id.splitn(2, '-');
+    let ms = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seq = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (ms, seq)
+}
+
+/// Exponential back-off that gives up early on shutdown.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff { min, max, next: min }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// Sleep; false if shutdown came first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_id_key;
+
+    #[test]
+    fn stream_ids_sort_numerically() {
+        let mut ids = vec!["10-0", "9-5", "9-10", "100-0"];
+        ids.sort_by_key(|s| stream_id_key(s));
+        assert_eq!(ids, vec!["9-5", "9-10", "10-0", "100-0"]);
+    }
+}

@@ -1,0 +1,160 @@
+//! Streamer: folds the event streams into the key-map, exactly once.
+//!
+//! One consumer group per keyspace version reads all shard streams; any
+//! number of streamer processes join it and share the work. Each batch is
+//! pre-aggregated in memory and applied together with its `XACK` by one
+//! server-side script that first checks the batch is still pending for this
+//! consumer, so no batch is ever counted twice or lost, whatever crashes.
+//!
+//! - [`aggregate`]: batch -> per-key deltas (pure, order-independent).
+//! - [`apply`]: the exactly-once apply script and its client side.
+//! - [`consumer`]: the per-shard read / reclaim / apply loop.
+//! - [`progress`]: lag and pending entries per shard.
+
+pub mod aggregate;
+pub mod apply;
+pub mod consumer;
+pub mod progress;
+
+use schema::ops::PrometheusHandle;
+use schema::ops::{CancellationToken, ops_router, redis_health};
+use schema::store::RedisConn;
+use schema::{Keyspace, Shard};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Streamer configuration (flags and environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StreamerConfig {
+    /// Address of the streamer's /healthz and /metrics.
+    #[arg(
+        id = "streamer_addr",
+        long = "streamer-addr",
+        env = "TALLY_STREAMER_ADDR",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub addr: SocketAddr,
+    /// Consumer name in the group; must be unique per running process.
+    /// Defaults to host-pid-random.
+    #[arg(long, env = "TALLY_CONSUMER")]
+    pub consumer: Option<String>,
+    /// Most events per batch.
+    #[arg(long, env = "TALLY_BATCH", default_value_t = 1000)]
+    pub batch: usize,
+    /// Reclaim entries another consumer left pending for this many ms.
+    #[arg(long, env = "TALLY_CLAIM_IDLE_MS", default_value_t = 30_000)]
+    pub claim_idle_ms: u64,
+    /// Keep minute buckets this many hours.
+    #[arg(long, env = "TALLY_MINUTE_RETENTION_HOURS", default_value_t = 48)]
+    pub minute_retention_hours: u64,
+    /// Keep hour buckets this many days (0 = forever).
+    #[arg(long, env = "TALLY_HOUR_RETENTION_DAYS", default_value_t = 0)]
+    pub hour_retention_days: u64,
+    /// Keep day buckets this many days (0 = forever).
+    #[arg(long, env = "TALLY_DAY_RETENTION_DAYS", default_value_t = 0)]
+    pub day_retention_days: u64,
+}
+
+impl StreamerConfig {
+    pub fn with_addr(addr: SocketAddr) -> Self {
+        StreamerConfig {
+            addr,
+            consumer: None,
+            batch: 1000,
+            claim_idle_ms: 30_000,
+            minute_retention_hours: 48,
+            hour_retention_days: 0,
+            day_retention_days: 0,
+        }
+    }
+
+    fn options(&self) -> consumer::ConsumerOptions {
+        let name = self.consumer.clone().unwrap_or_else(default_consumer_name);
+        let mut o = consumer::ConsumerOptions::new(name);
+        o.batch = self.batch.max(1);
+        o.claim_idle = Duration::from_millis(self.claim_idle_ms);
+        o.claim_every = o.claim_idle.min(Duration::from_secs(5)).max(Duration::from_millis(100));
+        o.retention = aggregate::Retention {
+            minute_secs: self.minute_retention_hours * 3600,
+            hour_secs: self.hour_retention_days * 86_400,
+            day_secs: self.day_retention_days * 86_400,
+        };
+        o
+    }
+}
+
+/// `host-pid-xxxx`: unique per process, readable in `XINFO CONSUMERS`.
+pub fn default_consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// Errors that stop the streamer.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamerError {
+    #[error("streamer ops server failed: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] schema::store::StoreError),
+}
+
+/// Consume until `shutdown`; batches in progress are finished first.
+pub async fn run(
+    cfg: StreamerConfig,
+    ops_listener: Option<TcpListener>,
+    conn: RedisConn,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), StreamerError> {
+    let opts = cfg.options();
+    let ks = loop {
+        let mut c = conn.clone();
+        match schema::store::active_keyspace(&mut c).await {
+            Ok(ks) => break ks,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the keyspace version; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(consumer = %opts.consumer, group = %ks.group(), "streamer started");
+    let ops = ops_listener.map(|l| {
+        let app = ops_router("streamer", metrics, redis_health(conn.clone()));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    });
+    let tasks: Vec<_> = Shard::all()
+        .map(|shard| {
+            tokio::spawn(consumer::run_shard(
+                conn.clone(),
+                ks,
+                shard,
+                opts.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    tracing::info!("streamer stopped");
+    Ok(())
+}
+
+/// Keyspace the streamer is building, for callers that wait on progress.
+pub async fn keyspace(conn: &mut RedisConn) -> Result<Keyspace, schema::store::StoreError> {
+    schema::store::active_keyspace(conn).await
+}

@@ -1,0 +1,209 @@
+//! The apply script against a real Redis: a batch is counted once whatever
+//! happens to it (retried, replayed, partly claimed by another consumer, or
+//! left behind by a dead consumer and reclaimed).
+
+use harness::RedisServer;
+use redis::Value;
+use schema::event::Category;
+use schema::keys::{Family, traffic_fields};
+use schema::ops::CancellationToken;
+use schema::store::{ConnectOptions, RedisConn, RedisTarget};
+use schema::{Event, Grain, Keyspace, Shard};
+use std::time::{Duration, Instant};
+use tally_streamer::aggregate::{Retention, aggregate};
+use tally_streamer::apply::{ApplyOutcome, apply_batch};
+use tally_streamer::consumer::{ConsumerOptions, ensure_group, run_shard};
+
+const SITE: &str = "exactly.test";
+const TS: i64 = 1_795_000_000_000;
+
+async fn setup() -> (RedisServer, RedisConn, Shard, Keyspace) {
+    let server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let conn = RedisConn::connect(&RedisTarget::parse(&server.url()).unwrap(), ConnectOptions::default())
+        .await
+        .unwrap();
+    (server, conn, Shard::of_site(SITE), Keyspace::default())
+}
+
+fn event(i: i64) -> Event {
+    Event {
+        ts_ms: TS + i,
+        site: SITE.into(),
+        name: "pageview".into(),
+        category: Category::Pageview,
+        url: format!("https://{SITE}/p{}", i % 3),
+        path: format!("/p{}", i % 3),
+        referrer: String::new(),
+        visitor_id: i as u64 % 4,
+    }
+}
+
+async fn add(conn: &mut RedisConn, shard: Shard, n: i64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(shard.stream_key()).arg("*");
+        for (k, v) in event(i).to_fields() {
+            cmd.arg(k).arg(v);
+        }
+        ids.push(cmd.query_async::<String>(conn).await.unwrap());
+    }
+    ids
+}
+
+async fn read(conn: &mut RedisConn, ks: Keyspace, shard: Shard, consumer: &str, count: usize) -> Vec<String> {
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(ks.group())
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(shard.stream_key())
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+    reply.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect()
+}
+
+fn deltas_for(ids: &[String], all: &[String]) -> tally_streamer::aggregate::Deltas {
+    let events: Vec<Event> = ids
+        .iter()
+        .map(|id| event(all.iter().position(|x| x == id).unwrap() as i64))
+        .collect();
+    aggregate(&events, Keyspace::default(), Retention::default())
+}
+
+async fn pageviews(conn: &mut RedisConn, ks: Keyspace) -> i64 {
+    let key = ks.bucket_key(Family::Traffic, Grain::Day, SITE, TS);
+    let v: Option<i64> = redis::cmd("HGET")
+        .arg(key)
+        .arg(traffic_fields::PAGEVIEWS)
+        .query_async(conn)
+        .await
+        .unwrap();
+    v.unwrap_or(0)
+}
+
+async fn pending(conn: &mut RedisConn, ks: Keyspace, shard: Shard) -> i64 {
+    let v: Vec<Value> = redis::cmd("XPENDING")
+        .arg(shard.stream_key())
+        .arg(ks.group())
+        .query_async(conn)
+        .await
+        .unwrap();
+    redis::from_redis_value(v[0].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_replayed_batch_is_not_counted_twice() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    let all = add(&mut conn, shard, 10).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let ids = read(&mut conn, ks, shard, "c1", 10).await;
+    let d = deltas_for(&ids, &all);
+    assert_eq!(
+        apply_batch(&mut conn, ks, shard, "c1", &ids, &d).await.unwrap(),
+        ApplyOutcome::Applied(10)
+    );
+    // The same call again (a retry after a lost reply, or a replay).
+    assert_eq!(
+        apply_batch(&mut conn, ks, shard, "c1", &ids, &d).await.unwrap(),
+        ApplyOutcome::NotPending
+    );
+    assert_eq!(pageviews(&mut conn, ks).await, 10);
+    assert_eq!(pending(&mut conn, ks, shard).await, 0);
+}
+
+#[tokio::test]
+async fn a_partly_claimed_batch_is_split_exactly() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    let all = add(&mut conn, shard, 6).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let ids = read(&mut conn, ks, shard, "c1", 6).await;
+    // c2 claims two of c1's entries before c1 applies.
+    let stolen = vec![ids[1].clone(), ids[4].clone()];
+    let _: Value = redis::cmd("XCLAIM")
+        .arg(shard.stream_key())
+        .arg(ks.group())
+        .arg("c2")
+        .arg(0)
+        .arg(&stolen)
+        .arg("JUSTID")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let outcome = apply_batch(&mut conn, ks, shard, "c1", &ids, &deltas_for(&ids, &all))
+        .await
+        .unwrap();
+    let kept: Vec<String> = ids.iter().filter(|i| !stolen.contains(i)).cloned().collect();
+    assert_eq!(outcome, ApplyOutcome::Partial(kept.clone()));
+    assert_eq!(pageviews(&mut conn, ks).await, 0, "nothing applied by a refused call");
+    assert_eq!(
+        apply_batch(&mut conn, ks, shard, "c1", &kept, &deltas_for(&kept, &all))
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied(4)
+    );
+    assert_eq!(
+        apply_batch(&mut conn, ks, shard, "c2", &stolen, &deltas_for(&stolen, &all))
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied(2)
+    );
+    assert_eq!(pageviews(&mut conn, ks).await, 6);
+    assert_eq!(pending(&mut conn, ks, shard).await, 0);
+}
+
+#[tokio::test]
+async fn malformed_ops_are_refused_before_any_write() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    add(&mut conn, shard, 1).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let ids = read(&mut conn, ks, shard, "c1", 1).await;
+    let key = ks.bucket_key(Family::Traffic, Grain::Day, SITE, TS);
+    let r: redis::RedisResult<Value> = redis::Script::new(include_str!("../src/apply.lua"))
+        .key(shard.stream_key())
+        .key(ks.applied_key(shard))
+        .key(&key)
+        .arg(ks.group())
+        .arg("c1")
+        .arg(1)
+        .arg(&ids[0])
+        .arg("H")
+        .arg(3)
+        .arg(0)
+        .arg(2)
+        .arg("pageviews")
+        .arg(1)
+        .arg("events")
+        .arg("1.5")
+        .invoke_async(&mut conn)
+        .await;
+    assert!(r.is_err(), "non-integer delta refused");
+    assert_eq!(pageviews(&mut conn, ks).await, 0, "the valid first op was not written");
+    assert_eq!(pending(&mut conn, ks, shard).await, 1, "and the entry stays pending");
+}
+
+#[tokio::test]
+async fn entries_of_a_dead_consumer_are_reclaimed_and_applied_once() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    add(&mut conn, shard, 30).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    // "dead" reads 20 entries and never applies them.
+    assert_eq!(read(&mut conn, ks, shard, "dead", 20).await.len(), 20);
+    let mut opts = ConsumerOptions::new("alive".into());
+    opts.claim_idle = Duration::from_millis(200);
+    opts.claim_every = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_shard(conn.clone(), ks, shard, opts, stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pending(&mut conn, ks, shard).await > 0 || pageviews(&mut conn, ks).await < 30 {
+        assert!(Instant::now() < deadline, "reclaim did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(pageviews(&mut conn, ks).await, 30);
+}

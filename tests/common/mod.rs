@@ -1,0 +1,131 @@
+//! The whole stack on a private Redis, for end-to-end tests.
+//!
+//! Starts a harness redis-server on an ephemeral port, then ingest, a
+//! streamer and the gateway in this process on `127.0.0.1:0`, and offers the
+//! few helpers every end-to-end test needs: post an event, wait (bounded)
+//! until the streamer has applied everything, connect over the Postgres wire.
+
+#![allow(dead_code)]
+
+use harness::RedisServer;
+use schema::ops::CancellationToken;
+use schema::store::{ConnectOptions, RedisConn, RedisTarget};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub struct Stack {
+    pub redis: RedisServer,
+    pub conn: RedisConn,
+    pub ingest_url: String,
+    pub pg_addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn local() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0")
+}
+
+impl Stack {
+    /// Start everything; `sites` are registered first.
+    pub async fn start(sites: &[&str]) -> Stack {
+        let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        let target = RedisTarget::parse(&redis.url()).unwrap();
+        let conn = RedisConn::connect(&target, ConnectOptions::default()).await.unwrap();
+        let mut c = conn.clone();
+        for s in sites {
+            schema::site::add_site(&mut c, s, 0).await.unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let (ingest_l, pg_l) = (local().await, local().await);
+        let ingest_url = format!("http://{}", ingest_l.local_addr().unwrap());
+        let pg_addr = pg_l.local_addr().unwrap();
+        let mut icfg = ingest::IngestConfig::with_addr(ingest_l.local_addr().unwrap());
+        icfg.trust_forwarded_for = true;
+        let mut scfg = streamer::StreamerConfig::with_addr("127.0.0.1:0".parse().unwrap());
+        scfg.claim_idle_ms = 1_000;
+        let mut gcfg = gateway::GatewayConfig::with_addrs(pg_addr, "127.0.0.1:0".parse().unwrap());
+        gcfg.shutdown_grace_secs = 1;
+        let mut tasks = Vec::new();
+        let (c1, s1) = (conn.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            ingest::run(icfg, ingest_l, c1, None, s1).await.expect("ingest");
+        }));
+        let (c2, s2) = (conn.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            streamer::run(scfg, None, c2, None, s2).await.expect("streamer");
+        }));
+        let (c3, s3) = (conn.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            gateway::run(gcfg, pg_l, None, c3, None, s3).await.expect("gateway");
+        }));
+        Stack {
+            redis,
+            conn,
+            ingest_url,
+            pg_addr,
+            http: reqwest::Client::new(),
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// POST a body to `/api/event` as a browser at `ip` would.
+    pub async fn post(&self, body: &str, ip: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(format!("{}/api/event", self.ingest_url))
+            .header("content-type", "text/plain")
+            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0")
+            .header("x-forwarded-for", ip)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("ingest answers");
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Wait until every accepted event is applied, failing after `limit`.
+    pub async fn wait_caught_up(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut conn = self.conn.clone();
+        let ks = schema::Keyspace::default();
+        loop {
+            let p = streamer::progress::progress(&mut conn, ks).await.expect("XINFO");
+            if p.iter().all(|s| s.caught_up()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamer did not catch up within {limit:?}: {p:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A tokio-postgres client connected with only user and database, as
+    /// Grafana's pgx driver connects.
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=tally dbname=tally", self.pg_addr.port()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the gateway");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Stop the services (graceful) and wait for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            t.await.expect("service task");
+        }
+    }
+}
