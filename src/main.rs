@@ -91,8 +91,9 @@ async fn connect(url: Option<&str>) -> Result<RedisConn> {
 fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    let signal = schema::ops::shutdown_signal();
     tokio::spawn(async move {
-        schema::ops::shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: finishing in-flight work");
         t.cancel();
     });

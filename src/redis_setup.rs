@@ -2,7 +2,7 @@
 //! default address, else a private `redis-server` child with its own data
 //! dir and AOF on (stopped when `tally up` exits).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use harness::{RedisServer, RedisServerOptions, ping};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,15 +27,16 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".tally/redis")
 }
 
-/// Resolve Redis as described in the module docs.
-pub fn resolve(redis_url: Option<&str>, data_dir: Option<PathBuf>) -> Result<ResolvedRedis> {
+/// Resolve Redis as described in the module docs; `probe` is the default
+/// address to try before starting a private server.
+pub fn resolve(redis_url: Option<&str>, probe: SocketAddr, data_dir: Option<PathBuf>) -> Result<ResolvedRedis> {
     if let Some(url) = redis_url {
         return Ok(ResolvedRedis {
             url: url.to_owned(),
             private: None,
         });
     }
-    let default: SocketAddr = DEFAULT_REDIS_ADDR.parse().context("default address")?;
+    let default = probe;
     if ping(default) {
         tracing::info!(addr = %default, "using the Redis answering on the default address");
         return Ok(ResolvedRedis {

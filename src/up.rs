@@ -30,6 +30,9 @@ pub struct UpOptions {
     /// is configured or found).
     #[arg(long, env = "TALLY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Address probed for a running Redis when REDIS_URL is unset.
+    #[arg(long, env = "TALLY_DEFAULT_REDIS_ADDR", default_value = redis_setup::DEFAULT_REDIS_ADDR)]
+    pub default_redis_addr: std::net::SocketAddr,
     /// Generate gentle demo traffic.
     #[arg(long)]
     pub demo: bool,
@@ -46,7 +49,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
 
 /// Run everything until a shutdown signal.
 pub async fn run(opts: UpOptions, redis_url: Option<String>, metrics: Option<PrometheusHandle>) -> Result<()> {
-    let resolved = redis_setup::resolve(redis_url.as_deref(), opts.data_dir.clone())?;
+    let resolved = redis_setup::resolve(redis_url.as_deref(), opts.default_redis_addr, opts.data_dir.clone())?;
     let target = RedisTarget::parse(&resolved.url)?;
     let conn = RedisConn::connect(&target, ConnectOptions::default()).await?;
 
@@ -67,6 +70,7 @@ pub async fn run(opts: UpOptions, redis_url: Option<String>, metrics: Option<Pro
     let ingest_addr = ingest_l.local_addr()?;
     let pg_addr = pg_l.local_addr()?;
 
+    let signal = schema::ops::shutdown_signal();
     let shutdown = CancellationToken::new();
     let ingest_task = tokio::spawn(ingest::run(
         ingest_cfg,
@@ -130,7 +134,7 @@ pub async fn run(opts: UpOptions, redis_url: Option<String>, metrics: Option<Pro
         tokio::spawn(async move { loadgen::run(&lo, stop).await })
     });
 
-    schema::ops::shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down: finishing in-flight work");
     shutdown.cancel();
     if let Some(d) = demo_task {

@@ -281,3 +281,40 @@ async fn events_come_back_as_exact_sql_results() {
 
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_traffic_is_counted_exactly() {
+    let sites = tally::loadgen::site_names(5);
+    let site_refs: Vec<&str> = sites.iter().map(String::as_str).collect();
+    let stack = Stack::start(&site_refs).await;
+    let mut opts = tally::loadgen::LoadgenOptions::new(stack.ingest_url.clone());
+    opts.total = 600;
+    opts.rate = 5_000.0;
+    opts.sites = 5;
+    opts.concurrency = 8;
+    opts.backfill_hours = 3;
+    opts.seed = 42;
+    let report = tally::loadgen::run(&opts, schema::ops::CancellationToken::new())
+        .await
+        .expect("loadgen runs");
+    assert_eq!(report.sent, 600);
+    assert_eq!(report.accepted, 600, "{report:?}");
+
+    stack.wait_caught_up(Duration::from_secs(30)).await;
+    let pg = stack.pg().await;
+    let row = pg
+        .query_one(
+            "select (select sum(events) from traffic_day), (select sum(pageviews) from traffic_hour), \
+                    (select sum(pageviews) from pages_minute), (select count(distinct site) from traffic_minute)",
+            &[],
+        )
+        .await
+        .expect("totals");
+    let (events, pv_hour, pv_pages): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(events, 600, "every accepted event counted once");
+    assert_eq!(pv_hour, pv_pages, "page views agree between reports and grains");
+    assert!(pv_hour > 400 && pv_hour < 600, "mostly page views: {pv_hour}");
+    assert!(row.get::<_, i64>(3) >= 3, "traffic spread over sites");
+    drop(pg);
+    stack.stop().await;
+}

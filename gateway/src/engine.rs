@@ -35,8 +35,8 @@ impl QueryEngine {
 
     /// Split a query string into statements (PostgreSQL dialect).
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, GatewayError> {
-        let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-            .map_err(GatewayError::DataFusion)?;
+        let statements =
+            DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(GatewayError::DataFusion)?;
         Ok(statements.into_iter().collect())
     }
 

@@ -205,3 +205,45 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWire
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn text(at: DateTime<Utc>, with_zone: bool) -> String {
+        let mut out = BytesMut::new();
+        PgTimestamp { at, with_zone }
+            .to_sql_text(&Type::TIMESTAMPTZ, &mut out, &FormatOptions::default())
+            .unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn timestamps_print_as_postgresql_does() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 7, 36, 0).unwrap();
+        assert_eq!(text(t, true), "2026-11-26 07:36:00+00");
+        assert_eq!(text(t, false), "2026-11-26 07:36:00");
+        let t = t + chrono::Duration::microseconds(500_000);
+        assert_eq!(text(t, true), "2026-11-26 07:36:00.5+00");
+        let t = t + chrono::Duration::microseconds(1);
+        assert_eq!(text(t, true), "2026-11-26 07:36:00.500001+00");
+    }
+
+    #[test]
+    fn maps_arrow_types_to_standard_oids() {
+        assert_eq!(pg_type(&DataType::Int64), Type::INT8);
+        assert_eq!(pg_type(&DataType::Float64), Type::FLOAT8);
+        assert_eq!(pg_type(&DataType::Utf8View), Type::TEXT);
+        assert_eq!(pg_type(&DataType::Boolean), Type::BOOL);
+        assert_eq!(
+            pg_type(&DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))),
+            Type::TIMESTAMPTZ
+        );
+        assert_eq!(
+            pg_type(&DataType::Timestamp(TimeUnit::Nanosecond, None)),
+            Type::TIMESTAMP
+        );
+        assert_eq!(pg_type(&DataType::Decimal128(10, 2)), Type::TEXT);
+    }
+}

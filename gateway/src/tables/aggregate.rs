@@ -17,7 +17,7 @@ use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::{StreamExt, TryStreamExt};
 use schema::Grain;
@@ -86,14 +86,7 @@ impl TableProvider for AggregateTable {
             reader: self.reader.clone(),
             bounds: pushdown::analyze(filters),
         });
-        Ok(Arc::new(StreamingTableExec::try_new(
-            self.schema.clone(),
-            vec![partition],
-            projection,
-            Vec::new(),
-            false,
-            limit,
-        )?))
+        super::streaming_scan(self.schema.clone(), partition, projection, limit)
     }
 }
 

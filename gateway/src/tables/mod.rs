@@ -11,6 +11,9 @@ pub mod sites;
 use crate::keymap::KeymapReader;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
+use datafusion::common::Result;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use schema::catalog::{self, ColumnType, TableKind};
 use std::sync::Arc;
 
@@ -56,4 +59,21 @@ pub fn providers(reader: &KeymapReader) -> Vec<(String, Arc<dyn TableProvider>)>
             (t.name, provider)
         })
         .collect()
+}
+
+/// The scan plan of a provider: one lazily executed partition, projected.
+pub fn streaming_scan(
+    schema: SchemaRef,
+    partition: Arc<dyn PartitionStream>,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(Arc::new(StreamingTableExec::try_new(
+        schema,
+        vec![partition],
+        projection,
+        Vec::new(),
+        false,
+        limit,
+    )?))
 }

@@ -11,7 +11,7 @@ use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
 use std::fmt;
@@ -55,14 +55,7 @@ impl TableProvider for SitesTable {
             schema: self.schema.clone(),
             reader: self.reader.clone(),
         });
-        Ok(Arc::new(StreamingTableExec::try_new(
-            self.schema.clone(),
-            vec![partition],
-            projection,
-            Vec::new(),
-            false,
-            limit,
-        )?))
+        super::streaming_scan(self.schema.clone(), partition, projection, limit)
     }
 }
 

@@ -1,0 +1,105 @@
+//! Ingest under Redis failure and shutdown: 503 with Retry-After while Redis
+//! is gone, recovery on its own when it returns, and no event that got a 202
+//! missing from the streams after a graceful shutdown.
+
+use harness::{RedisServer, RedisServerOptions};
+use schema::Shard;
+use schema::ops::CancellationToken;
+use schema::store::{ConnectOptions, RedisConn, RedisTarget};
+use std::time::{Duration, Instant};
+use tally_ingest::{IngestConfig, run};
+use tokio::net::TcpListener;
+
+const SITE: &str = "resilient.test";
+const EVENT: &str = r#"{"n":"pageview","u":"https://resilient.test/x","d":"resilient.test"}"#;
+
+async fn start(redis: &RedisServer) -> (RedisConn, String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let opts = ConnectOptions {
+        response_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(300),
+    };
+    let conn = RedisConn::connect(&RedisTarget::parse(&redis.url()).unwrap(), opts)
+        .await
+        .unwrap();
+    let mut c = conn.clone();
+    schema::site::add_site(&mut c, SITE, 0).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/event", listener.local_addr().unwrap());
+    let cfg = IngestConfig::with_addr(listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let (c2, s2) = (conn.clone(), stop.clone());
+    let task = tokio::spawn(async move { run(cfg, listener, c2, None, s2).await.expect("ingest runs") });
+    (conn, url, stop, task)
+}
+
+async fn stream_length(conn: &mut RedisConn) -> u64 {
+    let mut total = 0;
+    for s in Shard::all() {
+        let n: u64 = redis::cmd("XLEN").arg(s.stream_key()).query_async(conn).await.unwrap();
+        total += n;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_503_while_redis_is_down_and_recovers() {
+    let mut redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let port = redis.port();
+    let (_conn, url, stop, task) = start(&redis).await;
+    let http = reqwest::Client::new();
+    let post = || http.post(&url).body(EVENT).send();
+    assert_eq!(post().await.unwrap().status(), 202);
+
+    redis.kill();
+    let resp = post().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap_or_default().contains("redis"), "{body}");
+
+    // Redis comes back on the same port; ingest reconnects by itself.
+    let _redis2 = RedisServer::start(RedisServerOptions {
+        port: Some(port),
+        ..Default::default()
+    })
+    .expect("restart redis");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = post().await.unwrap().status();
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while reconnecting");
+        assert!(Instant::now() < deadline, "ingest did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_every_accepted_event() {
+    let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let (mut conn, url, stop, task) = start(&redis).await;
+    let http = reqwest::Client::new();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..400 {
+        let (http, url) = (http.clone(), url.clone());
+        requests.spawn(async move { http.post(&url).body(EVENT).send().await.map(|r| r.status().as_u16()) });
+    }
+    // Shut down while requests are still arriving.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    stop.cancel();
+    let mut accepted = 0u64;
+    while let Some(r) = requests.join_next().await {
+        if let Ok(Ok(202)) = r {
+            accepted += 1;
+        }
+    }
+    task.await.unwrap();
+    assert!(accepted > 0, "some requests were accepted before shutdown");
+    assert_eq!(stream_length(&mut conn).await, accepted, "every 202 is in a stream");
+}
