@@ -7,14 +7,100 @@
 
 use crate::error::GatewayError;
 use crate::keymap::KeymapReader;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{self, Set, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use std::sync::Arc;
 
 /// Database name reported to clients.
 pub const DATABASE: &str = "tally";
+
+/// What `version()` answers: PostgreSQL-shaped, as clients parse it.
+pub const VERSION: &str = concat!(
+    "PostgreSQL 16.6 (Tally ",
+    env!("CARGO_PKG_VERSION"),
+    ") on x86_64-pc-linux-gnu, compiled by rustc, 64-bit"
+);
+
+/// One planned statement.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A read query.
+    Query(LogicalPlan),
+    /// BEGIN / START TRANSACTION (read-only; nothing to isolate).
+    Begin,
+    /// COMMIT / END.
+    Commit,
+    /// ROLLBACK / ABORT.
+    Rollback,
+    /// SET name = value. Transaction characteristics and similar settings
+    /// with no effect here are accepted with `name` empty.
+    Set { name: String, value: String },
+    /// RESET name, or RESET ALL (`None`).
+    Reset(Option<String>),
+    /// SHOW name.
+    Show(String),
+}
+
+fn setting_value(values: &[ast::Expr]) -> String {
+    values
+        .iter()
+        .map(|v| match v {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            ast::Expr::Identifier(id) => id.value.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn setting_name(name: &ast::ObjectName) -> String {
+    name.to_string().trim_matches('"').to_ascii_lowercase()
+}
+
+/// Session statements answered by the gateway itself.
+fn session_command(s: &SqlStatement) -> Option<Command> {
+    Some(match s {
+        SqlStatement::StartTransaction { .. } => Command::Begin,
+        SqlStatement::Commit { .. } => Command::Commit,
+        SqlStatement::Rollback { .. } => Command::Rollback,
+        SqlStatement::ShowVariable { variable } => Command::Show(
+            variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        SqlStatement::Reset(r) => Command::Reset(match &r.reset {
+            ast::Reset::ALL => None,
+            ast::Reset::ConfigurationParameter(n) => Some(setting_name(n)),
+        }),
+        SqlStatement::Set(set) => match set {
+            Set::SingleAssignment { variable, values, .. } => Command::Set {
+                name: setting_name(variable),
+                value: setting_value(values),
+            },
+            Set::SetTimeZone { value, .. } => Command::Set {
+                name: "timezone".into(),
+                value: setting_value(std::slice::from_ref(value)),
+            },
+            _ => Command::Set {
+                name: String::new(),
+                value: String::new(),
+            },
+        },
+        _ => return None,
+    })
+}
 
 pub struct QueryEngine {
     ctx: SessionContext,
@@ -27,6 +113,13 @@ impl QueryEngine {
             .with_information_schema(false)
             .with_target_partitions(2);
         let ctx = SessionContext::new_with_config(config);
+        ctx.register_udf(create_udf(
+            "version",
+            vec![],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(VERSION.to_owned()))))),
+        ));
         for (name, provider) in crate::tables::providers(&reader) {
             ctx.register_table(name.as_str(), provider)?;
         }
@@ -40,21 +133,32 @@ impl QueryEngine {
         Ok(statements.into_iter().collect())
     }
 
-    /// Plan one statement; refuses statements that are not queries.
-    pub async fn plan(&self, statement: Statement) -> Result<LogicalPlan, GatewayError> {
+    /// Plan one statement; refuses statements that would write.
+    pub async fn plan(&self, statement: Statement) -> Result<Command, GatewayError> {
+        match &statement {
+            Statement::Statement(s) => {
+                if let Some(command) = session_command(s) {
+                    return Ok(command);
+                }
+            }
+            Statement::Reset(datafusion::sql::parser::ResetStatement::Variable(name)) => {
+                let name = name.to_string().trim_matches('"').to_ascii_lowercase();
+                return Ok(Command::Reset((name != "all").then_some(name)));
+            }
+            _ => {}
+        }
         let plan = self.ctx.state().statement_to_plan(statement).await?;
         match &plan {
             LogicalPlan::Dml(d) => Err(GatewayError::ReadOnly(d.op.to_string())),
             LogicalPlan::Ddl(d) => Err(GatewayError::ReadOnly(d.name().to_owned())),
             LogicalPlan::Copy(_) => Err(GatewayError::ReadOnly("COPY".into())),
             LogicalPlan::Statement(s) => Err(GatewayError::Unsupported(s.name().to_owned())),
-            LogicalPlan::DescribeTable(_) | LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => Ok(plan),
-            _ => Ok(plan),
+            _ => Ok(Command::Query(plan)),
         }
     }
 
     /// Plan exactly one statement (extended protocol). `None` for an empty query.
-    pub async fn plan_single(&self, sql: &str) -> Result<Option<LogicalPlan>, GatewayError> {
+    pub async fn plan_single(&self, sql: &str) -> Result<Option<Command>, GatewayError> {
         let mut statements = self.parse(sql)?;
         match statements.len() {
             0 => Ok(None),

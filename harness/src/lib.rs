@@ -71,8 +71,23 @@ impl RedisServer {
         Self::start(RedisServerOptions::default())
     }
 
-    /// Start a server with the given options and wait until it answers.
+    /// Start a server with the given options and wait until it answers. With
+    /// an ephemeral port, a start that fails because another process took the
+    /// port in the meantime is retried on a fresh port.
     pub fn start(opts: RedisServerOptions) -> Result<RedisServer, HarnessError> {
+        let attempts = if opts.port.is_none() { 3 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            match Self::start_once(&opts) {
+                Ok(s) => return Ok(s),
+                Err(e @ HarnessError::Exited { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(HarnessError::NotInstalled))
+    }
+
+    fn start_once(opts: &RedisServerOptions) -> Result<RedisServer, HarnessError> {
         let binary = find_binary("redis-server").ok_or(HarnessError::NotInstalled)?;
         let (dir, temp) = match &opts.dir {
             Some(d) => {

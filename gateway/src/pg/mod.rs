@@ -9,8 +9,9 @@
 pub mod encode;
 pub mod params;
 pub mod server;
+pub mod session;
 
-use crate::engine::QueryEngine;
+use crate::engine::{Command, QueryEngine};
 use crate::error::{GatewayError, to_pg};
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
@@ -21,7 +22,7 @@ use pgwire::api::auth::{
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -73,8 +74,24 @@ impl ServerParameterProvider for ServerParams {
 /// A statement planned at Parse.
 #[derive(Debug)]
 pub struct Prepared {
-    pub plan: LogicalPlan,
+    pub command: Command,
     pub inferred: Vec<Option<datafusion::arrow::datatypes::DataType>>,
+}
+
+/// Result columns of a command (SHOW has one text column, named as in
+/// PostgreSQL; session commands have none).
+fn command_fields(command: &Command, format: &Format) -> Vec<FieldInfo> {
+    match command {
+        Command::Query(plan) => encode::fields(plan.schema().as_arrow(), format),
+        Command::Show(name) => vec![FieldInfo::new(
+            session::canonical(name),
+            None,
+            None,
+            Type::TEXT,
+            format.format_for(0),
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// Plans extended-protocol statements.
@@ -95,11 +112,14 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let Some(plan) = self.engine.plan_single(sql).await.map_err(to_pg)? else {
+        let Some(command) = self.engine.plan_single(sql).await.map_err(to_pg)? else {
             return Ok(None);
         };
-        let inferred = params::inferred_types(&plan)?;
-        Ok(Some(Arc::new(Prepared { plan, inferred })))
+        let inferred = match &command {
+            Command::Query(plan) => params::inferred_types(plan)?,
+            _ => Vec::new(),
+        };
+        Ok(Some(Arc::new(Prepared { command, inferred })))
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -107,10 +127,7 @@ impl QueryParser for Parser {
     }
 
     fn get_result_schema(&self, stmt: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        Ok(encode::fields(
-            stmt.plan.schema().as_arrow(),
-            format.unwrap_or(&Format::UnifiedText),
-        ))
+        Ok(command_fields(&stmt.command, format.unwrap_or(&Format::UnifiedText)))
     }
 }
 
@@ -127,6 +144,44 @@ impl PgHandler {
             parser: Arc::new(Parser { engine: engine.clone() }),
             engine,
             pids: RandomPidSecretKeyGenerator::default(),
+        }
+    }
+
+    /// Answer a command: session commands here, queries through DataFusion.
+    async fn answer<C: ClientInfo>(&self, client: &C, command: Command, format: &Format) -> PgWireResult<Response> {
+        let settings = client
+            .session_extensions()
+            .get_or_insert_with(session::SessionSettings::default);
+        let setting_error = |e: session::SettingError| {
+            PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+                "ERROR".into(),
+                e.sqlstate().into(),
+                e.message(),
+            )))
+        };
+        match command {
+            Command::Query(plan) => self.run(plan, format).await,
+            Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            Command::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
+            Command::Rollback => Ok(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+            Command::Set { name, value } => {
+                if !name.is_empty() {
+                    settings.set(&name, &value).map_err(setting_error)?;
+                }
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Command::Reset(name) => {
+                settings.reset(name.as_deref()).map_err(setting_error)?;
+                Ok(Response::Execution(Tag::new("RESET")))
+            }
+            Command::Show(name) => {
+                let value = settings.get(&name).map_err(setting_error)?;
+                let fields = Arc::new(command_fields(&Command::Show(name), format));
+                let mut encoder = pgwire::api::results::DataRowEncoder::new(fields.clone());
+                encoder.encode_field(&value)?;
+                let row = encoder.take_row();
+                Ok(Response::Query(QueryResponse::new(fields, stream::iter(vec![Ok(row)]))))
+            }
         }
     }
 
@@ -170,7 +225,7 @@ impl StartupHandler for PgHandler {
 
 #[async_trait]
 impl SimpleQueryHandler for PgHandler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -183,15 +238,22 @@ impl SimpleQueryHandler for PgHandler {
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
-            let plan = match self.engine.plan(statement).await {
-                Ok(p) => p,
+            // PostgreSQL stops a multi-statement query at the first error.
+            let command = match self.engine.plan(statement).await {
+                Ok(c) => c,
                 Err(e) => {
-                    // PostgreSQL stops a multi-statement query at the first error.
                     responses.push(Response::Error(Box::new(error_info(e))));
                     break;
                 }
             };
-            responses.push(self.run(plan, &Format::UnifiedText).await?);
+            match self.answer(client, command, &Format::UnifiedText).await {
+                Ok(r) => responses.push(r),
+                Err(PgWireError::UserError(info)) => {
+                    responses.push(Response::Error(info));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(responses)
     }
@@ -215,7 +277,7 @@ impl ExtendedQueryHandler for PgHandler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Self::Statement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -226,17 +288,20 @@ impl ExtendedQueryHandler for PgHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        let values = params::decode(portal, &prepared.inferred)?;
-        let plan = if values.is_empty() {
-            prepared.plan.clone()
-        } else {
-            prepared
-                .plan
-                .clone()
-                .with_param_values(values)
-                .map_err(|e| to_pg(GatewayError::DataFusion(e)))?
+        let command = match &prepared.command {
+            Command::Query(plan) => {
+                let values = params::decode(portal, &prepared.inferred)?;
+                Command::Query(if values.is_empty() {
+                    plan.clone()
+                } else {
+                    plan.clone()
+                        .with_param_values(values)
+                        .map_err(|e| to_pg(GatewayError::DataFusion(e)))?
+                })
+            }
+            other => other.clone(),
         };
-        self.run(plan, &portal.result_column_format).await
+        self.answer(client, command, &portal.result_column_format).await
     }
 }
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Ingest throughput beside nginx, in one run on this machine.
+#
+# Both servers get the same wrk load (connections, threads, duration) with a
+# realistic tracker payload on POST /api/event: nginx answers 204 from
+# memory; Tally's ingest validates, hashes the visitor id and XADDs every
+# event to Redis (AOF on, appendfsync everysec) before answering 202. After
+# the run, the events in the streams are counted and must equal the number
+# of 2xx answers wrk saw.
+#
+# usage: bench/ingest.sh [duration_s=10] [connections=64] [threads=2]
+# needs: wrk, nginx, redis-server (apt-get install wrk nginx-light redis-server)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"; CONNS="${2:-64}"; THREADS="${3:-2}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tally-target}"
+for b in wrk nginx redis-server redis-cli; do command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }; done
+cargo build --release --quiet --bin tally
+TALLY="$CARGO_TARGET_DIR/release/tally"
+WORK="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; nginx -p "$WORK/nginx" -c nginx.conf -s stop 2>/dev/null || true; redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port); IPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port)
+
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize yes --logfile "$WORK/redis.log"
+until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
+export REDIS_URL="redis://127.0.0.1:$RPORT" TALLY_LOG=warn
+"$TALLY" sites add shop.example >/dev/null
+"$TALLY" ingest --ingest-addr "127.0.0.1:$IPORT" &
+mkdir -p "$WORK/nginx/logs"
+cat > "$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_buffer_size 16k;
+  server {
+    listen 127.0.0.1:$NPORT;
+    location = /api/event { return 204; }
+  }
+}
+NGINX
+nginx -p "$WORK/nginx" -c nginx.conf
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"n":"pageview","u":"https://shop.example/products/item-3?utm_source=newsletter","d":"shop.example","r":"https://www.google.com/","w":1440}'
+wrk.headers["Content-Type"] = "text/plain"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f requests=%d non2xx=%d errors=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+LUA
+for p in "$IPORT" "$NPORT"; do until curl -s -o /dev/null "http://127.0.0.1:$p/"; do sleep 0.05; done; done
+
+run() { wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$1" | grep '^RESULT'; }
+echo "nginx (204):"; N=$(run "http://127.0.0.1:$NPORT/api/event"); echo "  $N"
+echo "tally ingest (202 after XADD):"; T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
+
+field() { sed -E "s/.*$2=([0-9.]+).*/\1/" <<<"$1"; }
+stored=0; for s in $(seq 0 15); do n=$(redis-cli -p "$RPORT" xlen "tally:{s$(printf %02d "$s")}:events"); stored=$((stored + n)); done
+ok=$(( $(field "$T" requests) - $(field "$T" non2xx) ))
+echo "events in streams: $stored, 2xx answers: $ok"
+echo "ratio ingest/nginx: $(python3 -c "print(round($(field "$T" rps)/$(field "$N" rps), 3))")"
+mem=$(redis-cli -p "$RPORT" memory usage "tally:{s$(printf %02d "$(python3 -c 'h=0x811c9dc5
+for b in b"shop.example": h=((h^b)*0x01000193)&0xffffffff
+print(h%16)')")}:events" samples 0)
+echo "stream bytes per event (this payload): $(python3 -c "print(round($mem/max($stored,1),1))")"
+# wrk stops counting with up to one request per connection still in flight,
+# which the server may have completed: stored is between ok and ok + conns.
+[ "$stored" -ge "$ok" ] || { echo "LOST EVENTS: $stored stored < $ok acknowledged" >&2; exit 1; }
+[ "$stored" -le $((ok + CONNS)) ] || { echo "UNEXPECTED: $stored stored > $ok acknowledged + $CONNS" >&2; exit 1; }
