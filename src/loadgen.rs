@@ -274,6 +274,9 @@ impl TrafficModel {
         if let Some(amount) = revenue {
             body["revenue"] = serde_json::json!({"amount": format!("{amount:.2}"), "currency": "EUR"});
         }
+        if name == "add_to_cart" {
+            body["p"] = serde_json::json!({"product": path.trim_start_matches("/products/")});
+        }
         // Only the first page view carries the external referrer.
         s.referrer = "";
         let event = GeneratedEvent {

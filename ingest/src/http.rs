@@ -6,6 +6,7 @@
 //! Every refusal is a JSON `{"error": ...}` with a 4xx status; Redis trouble
 //! is a 503 with `Retry-After`, and the service keeps running.
 
+use crate::enrich::{UserAgentParser, country_from_header};
 use crate::payload::{self, Limits, Rejection};
 use crate::registry::SiteRegistry;
 use crate::visitor::VisitorHasher;
@@ -25,6 +26,9 @@ pub struct AppState {
     pub limits: Limits,
     pub max_body_bytes: usize,
     pub trust_forwarded_for: bool,
+    /// Header carrying the client's country (set by a trusted CDN).
+    pub country_header: Option<axum::http::HeaderName>,
+    pub user_agents: UserAgentParser,
     pub registry: SiteRegistry,
     pub visitors: VisitorHasher,
     pub writer: EventWriter,
@@ -155,10 +159,31 @@ async fn post_event(
             ),
         ));
     }
-    let ip = client_ip(&state, &headers, peer);
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let agent = state.user_agents.parse(ua);
+    if agent.bot {
+        // Dropped, counted, and answered like any other event.
+        metrics::counter!("tally_ingest_events_dropped_total", "reason" => "bot").increment(1);
+        let mut resp = (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "status": "accepted" })),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert("x-tally-dropped", HeaderValue::from_static("bot"));
+        cors(resp.headers_mut());
+        return Ok(resp);
+    }
+    let ip = client_ip(&state, &headers, peer);
+    let country = state
+        .country_header
+        .as_ref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .and_then(country_from_header)
         .unwrap_or_default();
     let visitor_id = state
         .visitors
@@ -169,11 +194,15 @@ async fn post_event(
         ts_ms: valid.ts_ms,
         site: valid.site,
         name: valid.name,
-        category: valid.category,
         url: valid.url,
-        path: valid.path,
         referrer: valid.referrer,
         visitor_id,
+        browser: agent.browser,
+        os: agent.os,
+        device: agent.device,
+        country,
+        props: valid.props,
+        revenue: valid.revenue,
     };
     state.writer.write(event).await?;
     metrics::counter!("tally_ingest_events_accepted_total").increment(1);

@@ -5,11 +5,13 @@
 //! site's shard stream in Redis, answering 202 only after Redis accepted it.
 //!
 //! - [`payload`]: decoding and validation rules (pure, unit-tested).
+//! - [`enrich`]: browser, OS, device and bots from the user agent; country.
 //! - [`visitor`]: the daily-salted visitor id.
 //! - [`registry`]: the cached site allow-list.
 //! - [`writer`]: group commit of events into pipelined `XADD`s.
 //! - [`http`]: the routes and their error answers.
 
+pub mod enrich;
 pub mod http;
 pub mod payload;
 pub mod registry;
@@ -42,6 +44,11 @@ pub struct IngestConfig {
     /// this behind a proxy that overwrites the header.
     #[arg(long, env = "TALLY_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+    /// Header with the client's two-letter country code, set by a CDN in
+    /// front of ingest (e.g. CF-IPCountry). Only set it when that CDN
+    /// overwrites the header.
+    #[arg(long, env = "TALLY_COUNTRY_HEADER")]
+    pub country_header: Option<String>,
     /// Accept events for sites not in the registry (and register them).
     #[arg(long, env = "TALLY_OPEN_COLLECTION")]
     pub open_collection: bool,
@@ -57,6 +64,7 @@ impl IngestConfig {
             addr,
             max_body_bytes: 65_536,
             trust_forwarded_for: false,
+            country_header: None,
             open_collection: false,
             queue: 16_384,
         }
@@ -66,6 +74,8 @@ impl IngestConfig {
 /// Errors that stop ingest.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("ingest server failed: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -86,10 +96,18 @@ pub async fn run(
             ..Default::default()
         },
     );
+    let country_header = cfg
+        .country_header
+        .as_deref()
+        .map(axum::http::HeaderName::try_from)
+        .transpose()
+        .map_err(|e| IngestError::Config(format!("--country-header: {e}")))?;
     let state = Arc::new(http::AppState {
         limits: payload::Limits::default(),
         max_body_bytes: cfg.max_body_bytes,
         trust_forwarded_for: cfg.trust_forwarded_for,
+        country_header,
+        user_agents: enrich::UserAgentParser::default(),
         registry: registry::SiteRegistry::new(conn.clone(), cfg.open_collection),
         visitors: visitor::VisitorHasher::new(conn.clone()),
         writer,

@@ -6,7 +6,7 @@
 //! Plausible's tracker format (`n`, `u`, `d`, `r`) with long aliases, so
 //! existing trackers and server-side senders can post as they are.
 
-use schema::event::Category;
+use schema::event::{Category, Revenue};
 use schema::site::normalize_site;
 use serde::Deserialize;
 
@@ -23,6 +23,12 @@ pub struct Limits {
     pub max_past_ms: i64,
     /// Furthest accepted client timestamp into the future (clock skew).
     pub max_future_ms: i64,
+    /// Most custom properties per event.
+    pub max_props: usize,
+    /// Longest property name, in bytes.
+    pub max_prop_key_bytes: usize,
+    /// Longest property value, in bytes.
+    pub max_prop_value_bytes: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +39,9 @@ impl Default for Limits {
             max_referrer_bytes: 2000,
             max_past_ms: 72 * 3_600_000,
             max_future_ms: 5 * 60_000,
+            max_props: 30,
+            max_prop_key_bytes: 300,
+            max_prop_value_bytes: 2000,
         }
     }
 }
@@ -51,18 +60,36 @@ pub struct RawEvent {
     /// Client time in milliseconds since the Unix epoch.
     #[serde(alias = "ts", alias = "timestamp")]
     pub timestamp_ms: Option<i64>,
+    /// Custom properties: an object of strings (numbers and booleans are
+    /// accepted and kept as their text).
+    #[serde(alias = "p", alias = "m", alias = "meta")]
+    pub props: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `{"amount": "12.99" | 12.99, "currency": "EUR"}`.
+    #[serde(rename = "$", alias = "revenue")]
+    pub revenue: Option<RawRevenue>,
 }
 
-/// An event that passed validation; the visitor id is added by the caller.
+/// Revenue as sent.
+#[derive(Debug, Deserialize)]
+pub struct RawRevenue {
+    pub amount: serde_json::Value,
+    pub currency: String,
+}
+
+/// An event that passed validation; visitor id and user-agent enrichment
+/// are added by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidEvent {
     pub ts_ms: i64,
     pub site: String,
     pub name: String,
     pub category: Category,
+    /// Normalised absolute URL.
     pub url: String,
     pub path: String,
     pub referrer: String,
+    pub props: Vec<(String, String)>,
+    pub revenue: Option<Revenue>,
 }
 
 /// Why an event was refused; each becomes a 400 with this text as reason.
@@ -84,6 +111,12 @@ pub enum Rejection {
     Site(String),
     #[error("timestamp {ts_ms} is outside the accepted window ({window})")]
     Timestamp { ts_ms: i64, window: &'static str },
+    #[error("too many props (at most {0})")]
+    TooManyProps(usize),
+    #[error("prop {0:?}: {1}")]
+    Prop(String, String),
+    #[error("revenue: {0}")]
+    Revenue(String),
 }
 
 /// Decode a request body (JSON, whatever the content type).
@@ -147,15 +180,91 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<ValidEven
         Some(ts) => ts,
     };
 
+    let props = validate_props(raw.props, limits)?;
+    let revenue = raw.revenue.map(validate_revenue).transpose()?;
+
     Ok(ValidEvent {
         ts_ms,
-        category: Category::of_name(&name),
+        category: Category::of(&name, revenue.is_some()),
         site,
         name,
-        url: url_text,
+        url: parsed.to_string(),
         path,
         referrer,
+        props,
+        revenue,
     })
+}
+
+fn validate_props(
+    props: Option<serde_json::Map<String, serde_json::Value>>,
+    limits: &Limits,
+) -> Result<Vec<(String, String)>, Rejection> {
+    let Some(props) = props else { return Ok(Vec::new()) };
+    if props.len() > limits.max_props {
+        return Err(Rejection::TooManyProps(limits.max_props));
+    }
+    props
+        .into_iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.len() > limits.max_prop_key_bytes {
+                return Err(Rejection::Prop(
+                    k,
+                    format!("name must be 1 to {} bytes", limits.max_prop_key_bytes),
+                ));
+            }
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return Err(Rejection::Prop(k, "value must be a string, number or boolean".into())),
+            };
+            if text.len() > limits.max_prop_value_bytes {
+                return Err(Rejection::Prop(
+                    k,
+                    format!("value is longer than {} bytes", limits.max_prop_value_bytes),
+                ));
+            }
+            Ok((k, text))
+        })
+        .collect()
+}
+
+/// Most decimals kept in a revenue amount (exactness: no rounding, refused
+/// beyond this).
+pub const MAX_REVENUE_DECIMALS: usize = 6;
+
+fn validate_revenue(raw: RawRevenue) -> Result<Revenue, Rejection> {
+    let text = match raw.amount {
+        serde_json::Value::String(s) => s.trim().to_owned(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return Err(Rejection::Revenue("amount must be a decimal number or string".into())),
+    };
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let digits = int.strip_prefix('-').unwrap_or(int);
+    let valid = !digits.is_empty()
+        && digits.len() <= 12
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= MAX_REVENUE_DECIMALS
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    if !valid {
+        return Err(Rejection::Revenue(format!(
+            "amount {text:?} is not a decimal with at most 12 integer digits and {MAX_REVENUE_DECIMALS} decimals"
+        )));
+    }
+    let currency = raw.currency.trim().to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Rejection::Revenue(format!(
+            "currency {:?} is not an ISO 4217 code",
+            raw.currency
+        )));
+    }
+    let amount = if frac.trim_end_matches('0').is_empty() {
+        int.to_owned()
+    } else {
+        format!("{int}.{}", frac.trim_end_matches('0'))
+    };
+    Ok(Revenue { amount, currency })
 }
 
 fn truncate_at_char_boundary(s: &mut String, max: usize) {

@@ -1,17 +1,26 @@
 //! The event record as stored in a shard stream.
 //!
 //! Ingest validates and enriches an incoming event and appends it as one
-//! stream entry; the streamer and the gateway's `events` table decode it.
-//! Field names are one letter and every entry carries the same fields in the
-//! same order: Redis stores the field names of a stream entry only once per
-//! listpack node when they match the node's master entry, so a fixed field
-//! set keeps the per-event footprint small. Decoding tolerates fields that are
-//! missing (entries written by an older version) and ignores unknown ones.
+//! stream entry; the streamer and the gateway decode it. The record is kept
+//! small because the streams are the retained log:
+//!
+//! - one-letter field names, always the same fields in the same order, so
+//!   Redis stores the names once per listpack node (the master entry);
+//! - the URL relative to the site when it is `https://<site>/...` (the
+//!   common case), the full URL otherwise; nothing is lost either way;
+//! - the visitor id as a signed 64-bit integer, which a listpack stores as an
+//!   integer rather than as 16 hex characters;
+//! - what can be derived is not stored: the path, the category, the referrer
+//!   source and the UTM fields are computed on decode (see [`crate::source`]),
+//!   so a replay with improved rules re-derives them from the raw facts.
+//!
+//! Decoding tolerates missing fields and ignores unknown ones.
 
+use crate::source::{self, Source, Utm};
 use std::fmt;
 use std::str::FromStr;
 
-/// What kind of event this is, decided by ingest from the name.
+/// What kind of event this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
     Pageview,
@@ -31,14 +40,20 @@ pub const ECOMMERCE_EVENTS: &[&str] = &[
 ];
 
 impl Category {
-    /// The category of an event name.
-    pub fn of_name(name: &str) -> Category {
+    /// The category of an event: by name, and any event carrying revenue is
+    /// e-commerce.
+    pub fn of(name: &str, has_revenue: bool) -> Category {
         match name {
             "pageview" => Category::Pageview,
             "engagement" => Category::Engagement,
-            n if ECOMMERCE_EVENTS.contains(&n) => Category::Ecommerce,
+            n if has_revenue || ECOMMERCE_EVENTS.contains(&n) => Category::Ecommerce,
             _ => Category::Custom,
         }
+    }
+
+    /// The category of an event name without revenue.
+    pub fn of_name(name: &str) -> Category {
+        Category::of(name, false)
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -57,37 +72,71 @@ impl fmt::Display for Category {
     }
 }
 
-impl FromStr for Category {
+/// Revenue of an event: an exact decimal amount in a currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revenue {
+    /// Decimal text, e.g. `12.99` (no exponent, at most 6 decimals).
+    pub amount: String,
+    /// ISO 4217 code, upper case.
+    pub currency: String,
+}
+
+/// Device class, from the user agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    Desktop,
+    Mobile,
+    Tablet,
+    Other,
+}
+
+impl Device {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Device::Desktop => "desktop",
+            Device::Mobile => "mobile",
+            Device::Tablet => "tablet",
+            Device::Other => "other",
+        }
+    }
+}
+
+impl FromStr for Device {
     type Err = DecodeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pageview" => Ok(Category::Pageview),
-            "engagement" => Ok(Category::Engagement),
-            "ecommerce" => Ok(Category::Ecommerce),
-            "custom" => Ok(Category::Custom),
-            _ => Err(DecodeError::Invalid("c")),
-        }
+        Ok(match s {
+            "desktop" => Device::Desktop,
+            "mobile" => Device::Mobile,
+            "tablet" => Device::Tablet,
+            "other" | "" => Device::Other,
+            _ => return Err(DecodeError::Invalid(field::DEVICE)),
+        })
     }
 }
 
 /// One validated, enriched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Event time, milliseconds since the Unix epoch (client time if given and
-    /// plausible, else the time ingest received it).
+    /// Event time, milliseconds since the Unix epoch.
     pub ts_ms: i64,
     /// Site domain, e.g. `example.com`.
     pub site: String,
-    /// `pageview` or a custom event name.
+    /// `pageview`, `engagement` or a custom event name.
     pub name: String,
-    pub category: Category,
+    /// Absolute page URL.
     pub url: String,
-    /// Path part of `url`, always starting with `/`.
-    pub path: String,
     /// Referrer URL, empty when there was none.
     pub referrer: String,
     /// Cookieless visitor id: keyed hash of (daily salt, site, IP, user agent).
     pub visitor_id: u64,
+    pub browser: String,
+    pub os: String,
+    pub device: Device,
+    /// ISO 3166-1 alpha-2 country code, empty when unknown.
+    pub country: String,
+    /// Custom properties, string to string, in the order sent.
+    pub props: Vec<(String, String)>,
+    pub revenue: Option<Revenue>,
 }
 
 /// Why a stream entry could not be decoded into an [`Event`].
@@ -103,25 +152,86 @@ mod field {
     pub const TS: &str = "t";
     pub const SITE: &str = "s";
     pub const NAME: &str = "n";
-    pub const CATEGORY: &str = "c";
     pub const URL: &str = "u";
-    pub const PATH: &str = "p";
     pub const REFERRER: &str = "r";
     pub const VISITOR: &str = "v";
+    pub const BROWSER: &str = "b";
+    pub const OS: &str = "o";
+    pub const DEVICE: &str = "d";
+    pub const COUNTRY: &str = "c";
+    pub const PROPS: &str = "p";
+    pub const REVENUE: &str = "$";
+}
+
+/// Split a URL into the part after `https://<site>`, if it has that prefix.
+fn relative_to_site<'a>(url: &'a str, site: &str) -> Option<&'a str> {
+    url.strip_prefix("https://")?
+        .strip_prefix(site)
+        .filter(|rest| rest.starts_with('/'))
 }
 
 impl Event {
+    /// Path of the page (`/` at least), without query or fragment.
+    pub fn path(&self) -> &str {
+        let rest = match self.url.find("://") {
+            Some(i) => {
+                let after = &self.url[i + 3..];
+                after.find('/').map_or("/", |j| &after[j..])
+            }
+            None => self.url.as_str(),
+        };
+        let end = rest.find(['?', '#']).unwrap_or(rest.len());
+        if end == 0 { "/" } else { &rest[..end] }
+    }
+
+    pub fn category(&self) -> Category {
+        Category::of(&self.name, self.revenue.is_some())
+    }
+
+    /// Where the visit came from (derived from referrer and UTM tags).
+    pub fn source(&self) -> Source {
+        source::classify(&self.site, &self.referrer, &self.utm(), &self.url)
+    }
+
+    /// UTM tags of the page URL.
+    pub fn utm(&self) -> Utm {
+        source::utm(&self.url)
+    }
+
     /// The stream entry's field/value pairs, always in the same order.
-    pub fn to_fields(&self) -> [(&'static str, String); 8] {
+    pub fn to_fields(&self) -> [(&'static str, String); 12] {
+        let url = match relative_to_site(&self.url, &self.site) {
+            Some(rest) => rest.to_owned(),
+            None => self.url.clone(),
+        };
+        let props = if self.props.is_empty() {
+            String::new()
+        } else {
+            let map: serde_json::Map<String, serde_json::Value> = self
+                .props
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        };
+        let revenue = self
+            .revenue
+            .as_ref()
+            .map(|r| format!("{} {}", r.amount, r.currency))
+            .unwrap_or_default();
         [
             (field::TS, self.ts_ms.to_string()),
             (field::SITE, self.site.clone()),
             (field::NAME, self.name.clone()),
-            (field::CATEGORY, self.category.as_str().to_owned()),
-            (field::URL, self.url.clone()),
-            (field::PATH, self.path.clone()),
+            (field::URL, url),
             (field::REFERRER, self.referrer.clone()),
-            (field::VISITOR, format!("{:016x}", self.visitor_id)),
+            (field::VISITOR, (self.visitor_id as i64).to_string()),
+            (field::BROWSER, self.browser.clone()),
+            (field::OS, self.os.clone()),
+            (field::DEVICE, self.device.as_str().to_owned()),
+            (field::COUNTRY, self.country.clone()),
+            (field::PROPS, props),
+            (field::REVENUE, revenue),
         ]
     }
 
@@ -130,53 +240,94 @@ impl Event {
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
-        let mut ts = None;
-        let mut site = None;
-        let mut name = None;
-        let mut category = None;
-        let mut url = None;
-        let mut path = None;
-        let mut referrer = None;
-        let mut visitor = None;
+        let mut f: [Option<&str>; 12] = [None; 12];
         for (k, v) in pairs {
-            let text = |f: &'static str| {
-                std::str::from_utf8(v)
-                    .map(str::to_owned)
-                    .map_err(|_| DecodeError::Invalid(f))
+            let slot = match k {
+                b"t" => 0,
+                b"s" => 1,
+                b"n" => 2,
+                b"u" => 3,
+                b"r" => 4,
+                b"v" => 5,
+                b"b" => 6,
+                b"o" => 7,
+                b"d" => 8,
+                b"c" => 9,
+                b"p" => 10,
+                b"$" => 11,
+                _ => continue,
             };
-            match k {
-                b"t" => ts = Some(text(field::TS)?),
-                b"s" => site = Some(text(field::SITE)?),
-                b"n" => name = Some(text(field::NAME)?),
-                b"c" => category = Some(text(field::CATEGORY)?),
-                b"u" => url = Some(text(field::URL)?),
-                b"p" => path = Some(text(field::PATH)?),
-                b"r" => referrer = Some(text(field::REFERRER)?),
-                b"v" => visitor = Some(text(field::VISITOR)?),
-                _ => {}
-            }
+            f[slot] = Some(std::str::from_utf8(v).map_err(|_| DecodeError::Invalid("utf-8"))?);
         }
-        let ts_ms = ts
+        let ts_ms = f[0]
             .ok_or(DecodeError::Missing(field::TS))?
             .parse()
             .map_err(|_| DecodeError::Invalid(field::TS))?;
-        let name = name.ok_or(DecodeError::Missing(field::NAME))?;
-        let category = match category {
-            Some(c) => c.parse()?,
-            None => Category::of_name(&name),
+        let site = f[1].ok_or(DecodeError::Missing(field::SITE))?.to_owned();
+        let name = f[2].ok_or(DecodeError::Missing(field::NAME))?.to_owned();
+        let url = match f[3].unwrap_or("/") {
+            rel if rel.starts_with('/') => format!("https://{site}{rel}"),
+            abs => abs.to_owned(),
         };
-        let visitor_id = u64::from_str_radix(&visitor.ok_or(DecodeError::Missing(field::VISITOR))?, 16)
-            .map_err(|_| DecodeError::Invalid(field::VISITOR))?;
+        let visitor_id = f[5]
+            .ok_or(DecodeError::Missing(field::VISITOR))?
+            .parse::<i64>()
+            .map_err(|_| DecodeError::Invalid(field::VISITOR))? as u64;
+        let props = match f[10].unwrap_or("") {
+            "" => Vec::new(),
+            json => match serde_json::from_str::<serde_json::Value>(json) {
+                Ok(serde_json::Value::Object(m)) => m
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => (k, s),
+                        other => (k, other.to_string()),
+                    })
+                    .collect(),
+                _ => return Err(DecodeError::Invalid(field::PROPS)),
+            },
+        };
+        let revenue = match f[11].unwrap_or("") {
+            "" => None,
+            text => {
+                let (amount, currency) = text.split_once(' ').ok_or(DecodeError::Invalid(field::REVENUE))?;
+                Some(Revenue {
+                    amount: amount.to_owned(),
+                    currency: currency.to_owned(),
+                })
+            }
+        };
         Ok(Event {
             ts_ms,
-            site: site.ok_or(DecodeError::Missing(field::SITE))?,
+            site,
             name,
-            category,
-            url: url.unwrap_or_default(),
-            path: path.unwrap_or_else(|| "/".to_owned()),
-            referrer: referrer.unwrap_or_default(),
+            url,
+            referrer: f[4].unwrap_or("").to_owned(),
             visitor_id,
+            browser: f[6].unwrap_or("").to_owned(),
+            os: f[7].unwrap_or("").to_owned(),
+            device: f[8].unwrap_or("").parse()?,
+            country: f[9].unwrap_or("").to_owned(),
+            props,
+            revenue,
         })
+    }
+
+    /// A plain page view with no enrichment (tests, tools).
+    pub fn pageview(ts_ms: i64, site: &str, path: &str, visitor_id: u64) -> Event {
+        Event {
+            ts_ms,
+            site: site.to_owned(),
+            name: "pageview".to_owned(),
+            url: format!("https://{site}{path}"),
+            referrer: String::new(),
+            visitor_id,
+            browser: String::new(),
+            os: String::new(),
+            device: Device::Other,
+            country: String::new(),
+            props: Vec::new(),
+            revenue: None,
+        }
     }
 }
 
@@ -189,21 +340,58 @@ mod tests {
             ts_ms: 1_795_000_000_000,
             site: "example.com".into(),
             name: "add_to_cart".into(),
-            category: Category::of_name("add_to_cart"),
             url: "https://example.com/shop?x=1".into(),
-            path: "/shop".into(),
-            referrer: String::new(),
+            referrer: "https://www.google.com/".into(),
             visitor_id: 0xdead_beef_0000_0001,
+            browser: "Chrome".into(),
+            os: "Windows 10".into(),
+            device: Device::Desktop,
+            country: "DE".into(),
+            props: vec![("plan".into(), "pro".into()), ("a".into(), "1".into())],
+            revenue: Some(Revenue {
+                amount: "12.99".into(),
+                currency: "EUR".into(),
+            }),
         }
+    }
+
+    fn round_trip(e: &Event) -> Event {
+        let fields = e.to_fields();
+        Event::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).unwrap()
     }
 
     #[test]
     fn round_trips_through_fields() {
-        let e = sample();
-        let fields = e.to_fields();
-        let pairs = fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-        assert_eq!(Event::from_fields(pairs).unwrap(), e);
-        assert_eq!(e.category, Category::Ecommerce);
+        let mut e = sample();
+        let back = round_trip(&e);
+        // Props come back in key order (a JSON object); compare as sets.
+        e.props.sort();
+        let mut b = back.clone();
+        b.props.sort();
+        assert_eq!(b, e);
+        assert_eq!(back.category(), Category::Ecommerce);
+        assert_eq!(back.path(), "/shop");
+        // The URL is stored relative to the site, and restored.
+        assert_eq!(sample().to_fields()[3].1, "/shop?x=1");
+        let mut other = sample();
+        other.url = "http://www.example.com/".into();
+        assert_eq!(other.to_fields()[3].1, "http://www.example.com/");
+        assert_eq!(round_trip(&other).url, "http://www.example.com/");
+    }
+
+    #[test]
+    fn derives_path_and_category() {
+        let mut e = Event::pageview(0, "a.io", "/x/y?q=1#h", 1);
+        assert_eq!(e.path(), "/x/y");
+        e.url = "https://a.io".into();
+        assert_eq!(e.path(), "/");
+        e.name = "signup".into();
+        assert_eq!(e.category(), Category::Custom);
+        e.revenue = Some(Revenue {
+            amount: "1".into(),
+            currency: "USD".into(),
+        });
+        assert_eq!(e.category(), Category::Ecommerce);
     }
 
     #[test]
@@ -212,5 +400,7 @@ mod tests {
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("t")));
         let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"n", b"pageview"), (b"v", b"1")];
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Missing("s")));
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"p", b"[1]")];
+        assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("p")));
     }
 }

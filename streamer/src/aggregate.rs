@@ -113,12 +113,13 @@ impl Deltas {
 pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, retention: Retention) -> Deltas {
     let mut d = Deltas::default();
     for e in events {
-        if e.category == Category::Engagement {
+        let category = e.category();
+        if category == Category::Engagement {
             // Engagement pings only carry time-on-page; they are not events
             // in the traffic counts (Plausible's definition).
             continue;
         }
-        let pageview = e.category == Category::Pageview;
+        let pageview = category == Category::Pageview;
         let visitor = format!("{:016x}", e.visitor_id);
         for grain in Grain::ALL {
             let bucket = grain.truncate(e.ts_ms);
@@ -127,7 +128,7 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, 
             d.incr(traffic.clone(), ttl, traffic_fields::EVENTS, 1);
             if pageview {
                 d.incr(traffic, ttl, traffic_fields::PAGEVIEWS, 1);
-                d.incr(ks.bucket_key(Family::Pages, grain, &e.site, bucket), ttl, &e.path, 1);
+                d.incr(ks.bucket_key(Family::Pages, grain, &e.site, bucket), ttl, e.path(), 1);
             }
             d.union(
                 ks.bucket_key(Family::Visitors, grain, &e.site, bucket),
@@ -147,16 +148,9 @@ mod tests {
     use super::*;
 
     fn ev(ts_ms: i64, site: &str, name: &str, path: &str, visitor: u64) -> Event {
-        Event {
-            ts_ms,
-            site: site.into(),
-            name: name.into(),
-            category: Category::of_name(name),
-            url: format!("https://{site}{path}"),
-            path: path.into(),
-            referrer: String::new(),
-            visitor_id: visitor,
-        }
+        let mut e = Event::pageview(ts_ms, site, path, visitor);
+        e.name = name.into();
+        e
     }
 
     fn incr(d: &Deltas, key: &str) -> BTreeMap<String, i64> {

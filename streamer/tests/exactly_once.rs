@@ -4,7 +4,6 @@
 
 use harness::RedisServer;
 use redis::Value;
-use schema::event::Category;
 use schema::keys::{Family, traffic_fields};
 use schema::ops::CancellationToken;
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
@@ -26,16 +25,7 @@ async fn setup() -> (RedisServer, RedisConn, Shard, Keyspace) {
 }
 
 fn event(i: i64) -> Event {
-    Event {
-        ts_ms: TS + i,
-        site: SITE.into(),
-        name: "pageview".into(),
-        category: Category::Pageview,
-        url: format!("https://{SITE}/p{}", i % 3),
-        path: format!("/p{}", i % 3),
-        referrer: String::new(),
-        visitor_id: i as u64 % 4,
-    }
+    Event::pageview(TS + i, SITE, &format!("/p{}", i % 3), i as u64 % 4)
 }
 
 async fn add(conn: &mut RedisConn, shard: Shard, n: i64) -> Vec<String> {

@@ -45,6 +45,7 @@ impl Stack {
         let pg_addr = pg_l.local_addr().unwrap();
         let mut icfg = ingest::IngestConfig::with_addr(ingest_l.local_addr().unwrap());
         icfg.trust_forwarded_for = true;
+        icfg.country_header = Some("cf-ipcountry".into());
         let mut scfg = streamer::StreamerConfig::with_addr("127.0.0.1:0".parse().unwrap());
         scfg.claim_idle_ms = 1_000;
         let mut gcfg = gateway::GatewayConfig::with_addrs(pg_addr, "127.0.0.1:0".parse().unwrap());

@@ -1,0 +1,278 @@
+//! Where a visit came from: referrer classification and UTM tags.
+//!
+//! Derived on decode from the raw referrer and page URL rather than stored,
+//! so the rules can improve and a replay of the streams applies them to
+//! history. Channels follow the usual analytics grouping (GA4's default
+//! channel groups, simplified): paid (UTM medium or click id), email, search,
+//! social, referral, direct. Self-referrals (the site itself or its
+//! subdomains) count as direct.
+
+use std::fmt;
+
+/// UTM tags of a page URL (empty strings when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Utm {
+    pub source: String,
+    pub medium: String,
+    pub campaign: String,
+    pub term: String,
+    pub content: String,
+}
+
+/// The channel group of a visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Direct,
+    Search,
+    Social,
+    Email,
+    Paid,
+    Referral,
+}
+
+impl Channel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::Direct => "direct",
+            Channel::Search => "search",
+            Channel::Social => "social",
+            Channel::Email => "email",
+            Channel::Paid => "paid",
+            Channel::Referral => "referral",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The classified source of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Display name: `Google`, `Facebook`, a UTM source, a referrer host, or
+    /// `Direct / None`.
+    pub name: String,
+    /// Referrer host without `www.`, empty for none.
+    pub referrer_host: String,
+    pub channel: Channel,
+}
+
+/// Name for `Direct / None` (Plausible's spelling).
+pub const DIRECT: &str = "Direct / None";
+
+const SEARCH: &[(&str, &str)] = &[
+    ("google.", "Google"),
+    ("bing.com", "Bing"),
+    ("duckduckgo.com", "DuckDuckGo"),
+    ("search.yahoo.", "Yahoo!"),
+    ("yandex.", "Yandex"),
+    ("baidu.com", "Baidu"),
+    ("ecosia.org", "Ecosia"),
+    ("search.brave.com", "Brave"),
+    ("startpage.com", "Startpage"),
+    ("qwant.com", "Qwant"),
+];
+
+const SOCIAL: &[(&str, &str)] = &[
+    ("facebook.com", "Facebook"),
+    ("m.facebook.com", "Facebook"),
+    ("l.facebook.com", "Facebook"),
+    ("t.co", "Twitter"),
+    ("twitter.com", "Twitter"),
+    ("x.com", "Twitter"),
+    ("linkedin.com", "LinkedIn"),
+    ("lnkd.in", "LinkedIn"),
+    ("reddit.com", "Reddit"),
+    ("old.reddit.com", "Reddit"),
+    ("news.ycombinator.com", "Hacker News"),
+    ("instagram.com", "Instagram"),
+    ("youtube.com", "YouTube"),
+    ("pinterest.com", "Pinterest"),
+    ("tiktok.com", "TikTok"),
+    ("mastodon.social", "Mastodon"),
+    ("bsky.app", "Bluesky"),
+];
+
+const EMAIL: &[(&str, &str)] = &[
+    ("mail.google.com", "Gmail"),
+    ("outlook.live.com", "Outlook.com"),
+    ("mail.yahoo.com", "Yahoo! Mail"),
+    ("mail.proton.me", "Proton Mail"),
+];
+
+/// Query parameters that mark a paid click (Google, Microsoft, Meta, X).
+const CLICK_IDS: &[&str] = &["gclid", "gbraid", "wbraid", "msclkid", "fbclid", "twclid", "dclid"];
+
+const PAID_MEDIUMS: &[&str] = &[
+    "cpc",
+    "ppc",
+    "paid",
+    "paidsearch",
+    "paid_search",
+    "paid_social",
+    "display",
+    "cpm",
+    "cpv",
+];
+const EMAIL_MEDIUMS: &[&str] = &["email", "e-mail", "e_mail", "newsletter"];
+
+fn query_pairs(url: &str) -> Vec<(String, String)> {
+    url::Url::parse(url)
+        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// UTM tags of a URL. `ref` and `source` stand in for `utm_source`, as in
+/// Plausible.
+pub fn utm(url: &str) -> Utm {
+    let mut u = Utm::default();
+    let mut fallback = String::new();
+    for (k, v) in query_pairs(url) {
+        match k.as_str() {
+            "utm_source" => u.source = v,
+            "utm_medium" => u.medium = v,
+            "utm_campaign" => u.campaign = v,
+            "utm_term" => u.term = v,
+            "utm_content" => u.content = v,
+            "ref" | "source" if fallback.is_empty() => fallback = v,
+            _ => {}
+        }
+    }
+    if u.source.is_empty() {
+        u.source = fallback;
+    }
+    u
+}
+
+/// Host of a URL, lower case, without a leading `www.`.
+pub fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.to_ascii_lowercase()))
+        .map(|h| h.strip_prefix("www.").map(str::to_owned).unwrap_or(h))
+        .unwrap_or_default()
+}
+
+fn lookup(host: &str, table: &[(&str, &'static str)]) -> Option<&'static str> {
+    table.iter().find_map(|(pattern, name)| {
+        let hit = if pattern.ends_with('.') {
+            host.starts_with(pattern) || host.contains(&format!(".{pattern}"))
+        } else {
+            host == *pattern || host.ends_with(&format!(".{pattern}"))
+        };
+        hit.then_some(*name)
+    })
+}
+
+/// Classify an event's source.
+pub fn classify(site: &str, referrer: &str, utm: &Utm, url: &str) -> Source {
+    let mut host = host_of(referrer);
+    if host == site || host.ends_with(&format!(".{site}")) {
+        host.clear(); // self-referral: navigation within the site
+    }
+    let medium = utm.medium.to_ascii_lowercase();
+    let paid_click = query_pairs(url).iter().any(|(k, _)| CLICK_IDS.contains(&k.as_str()));
+    // Webmail first: mail.google.com is not Google search.
+    let known = lookup(&host, EMAIL)
+        .map(|n| (n, Channel::Email))
+        .or_else(|| lookup(&host, SEARCH).map(|n| (n, Channel::Search)))
+        .or_else(|| lookup(&host, SOCIAL).map(|n| (n, Channel::Social)));
+    let channel = if paid_click || PAID_MEDIUMS.contains(&medium.as_str()) {
+        Channel::Paid
+    } else if EMAIL_MEDIUMS.contains(&medium.as_str()) {
+        Channel::Email
+    } else if let Some((_, ch)) = known {
+        ch
+    } else if !host.is_empty() || !utm.source.is_empty() {
+        Channel::Referral
+    } else {
+        Channel::Direct
+    };
+    let name = if !utm.source.is_empty() {
+        utm.source.clone()
+    } else if let Some((n, _)) = known {
+        n.to_owned()
+    } else if !host.is_empty() {
+        host.clone()
+    } else {
+        DIRECT.to_owned()
+    };
+    Source {
+        name,
+        referrer_host: host,
+        channel,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(referrer: &str, url: &str) -> Source {
+        classify("shop.io", referrer, &utm(url), url)
+    }
+
+    #[test]
+    fn classifies_channels() {
+        let s = c("https://www.google.com/", "https://shop.io/");
+        assert_eq!(
+            (s.name.as_str(), s.channel, s.referrer_host.as_str()),
+            ("Google", Channel::Search, "google.com")
+        );
+        assert_eq!(
+            c("https://www.google.co.uk/search", "https://shop.io/").channel,
+            Channel::Search
+        );
+        assert_eq!(c("https://t.co/abc", "https://shop.io/").name, "Twitter");
+        assert_eq!(
+            c("https://news.ycombinator.com/item?id=1", "https://shop.io/").channel,
+            Channel::Social
+        );
+        assert_eq!(
+            c("https://mail.google.com/", "https://shop.io/").channel,
+            Channel::Email
+        );
+        assert_eq!(
+            c("https://blog.example.org/post", "https://shop.io/").channel,
+            Channel::Referral
+        );
+        assert_eq!(
+            c("https://blog.example.org/post", "https://shop.io/").name,
+            "blog.example.org"
+        );
+        let d = c("", "https://shop.io/");
+        assert_eq!((d.name.as_str(), d.channel), (DIRECT, Channel::Direct));
+        // Navigation within the site is not a referral.
+        assert_eq!(c("https://shop.io/cart", "https://shop.io/").channel, Channel::Direct);
+        assert_eq!(
+            c("https://www.shop.io/cart", "https://shop.io/").channel,
+            Channel::Direct
+        );
+    }
+
+    #[test]
+    fn utm_and_click_ids_win() {
+        let s = c("https://www.google.com/", "https://shop.io/?gclid=abc");
+        assert_eq!((s.name.as_str(), s.channel), ("Google", Channel::Paid));
+        let s = c(
+            "",
+            "https://shop.io/?utm_source=newsletter&utm_medium=email&utm_campaign=autumn",
+        );
+        assert_eq!((s.name.as_str(), s.channel), ("newsletter", Channel::Email));
+        let s = c(
+            "https://www.facebook.com/",
+            "https://shop.io/?utm_source=fb&utm_medium=cpc",
+        );
+        assert_eq!(s.channel, Channel::Paid);
+        assert_eq!(utm("https://shop.io/?ref=producthunt").source, "producthunt");
+        let u = utm("https://shop.io/?utm_source=a&utm_medium=b&utm_campaign=c&utm_term=d&utm_content=e");
+        assert_eq!(
+            (u.source, u.medium, u.campaign, u.term, u.content),
+            ("a".into(), "b".into(), "c".into(), "d".into(), "e".into())
+        );
+        assert_eq!(utm("not a url"), Utm::default());
+    }
+}
