@@ -95,33 +95,37 @@ pub async fn run(opts: UpOptions, redis_url: Option<String>, metrics: Option<Pro
         shutdown.clone(),
     ));
 
-    println!();
-    println!("Tally is up.");
-    println!(
-        "  Redis:    {}{}",
-        target.redacted(),
-        if resolved.private.is_some() {
-            " (private, AOF on)"
-        } else {
-            ""
-        }
-    );
-    println!("  Ingest:   http://{ingest_addr}/api/event");
-    println!(
-        "  SQL:      psql -h {} -p {} -U tally tally",
+    // One write, and a closed stdout (say, a supervisor that stopped
+    // reading) must not take the services down: errors are ignored.
+    let mut banner = String::new();
+    banner.push_str("\nTally is up.\n");
+    let private = if resolved.private.is_some() {
+        " (private, AOF on)"
+    } else {
+        ""
+    };
+    banner.push_str(&format!("  Redis:    {}{private}\n", target.redacted()));
+    banner.push_str(&format!("  Ingest:   http://{ingest_addr}/api/event\n"));
+    banner.push_str(&format!(
+        "  SQL:      psql -h {} -p {} -U tally tally\n",
         pg_addr.ip(),
         pg_addr.port()
-    );
-    println!("  Try:      select * from traffic_minute order by bucket desc limit 10;");
+    ));
+    banner.push_str("  Try:      select * from traffic_minute order by bucket desc limit 10;\n");
     if opts.demo {
-        println!(
-            "  Demo:     sending {} events/s for 10 sites ({}).",
+        banner.push_str(&format!(
+            "  Demo:     sending {} events/s for 10 sites ({}).\n",
             opts.demo_rate,
             loadgen::site_names(10).join(", ")
-        );
+        ));
     }
-    println!("Stop with Ctrl-C.");
-    println!();
+    banner.push_str("Stop with Ctrl-C.\n\n");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
+    }
 
     let demo_task = opts.demo.then(|| {
         let mut lo = LoadgenOptions::new(format!("http://{ingest_addr}"));

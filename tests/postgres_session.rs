@@ -69,6 +69,45 @@ async fn sessions_behave_like_postgresql() {
         .unwrap();
     assert_eq!(first_value(&msgs).as_deref(), Some("1"));
 
+    // Result column names as PostgreSQL gives them.
+    for (sql, want) in [
+        ("select 1", vec!["?column?"]),
+        ("select version()", vec!["version"]),
+        ("select count(*) from sites", vec!["count"]),
+        (
+            "select site, count(*) as n from sites group by site order by site",
+            vec!["site", "n"],
+        ),
+        (
+            "select sum(pageviews), max(bucket) from traffic_day",
+            vec!["sum", "max"],
+        ),
+        (
+            "select cast(1 as bigint), case when true then 1 end, now()",
+            vec!["int8", "case", "now"],
+        ),
+        ("select * from sites limit 1", vec!["site"]),
+    ] {
+        let extended: Vec<String> = a
+            .prepare(sql)
+            .await
+            .unwrap()
+            .columns()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
+        assert_eq!(extended, want, "extended: {sql}");
+        let simple = a.simple_query(sql).await.unwrap();
+        let names: Vec<String> = simple
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::RowDescription(cols) => Some(cols.iter().map(|c| c.name().to_owned()).collect()),
+                _ => None,
+            })
+            .expect("a row description");
+        assert_eq!(names, want, "simple: {sql}");
+    }
+
     // Empty queries and Grafana's pgx ping.
     a.simple_query("").await.unwrap();
     a.simple_query("-- ping").await.unwrap();

@@ -52,8 +52,9 @@ fn up_starts_and_stops_a_private_redis() {
         .expect("start tally up");
     // The banner names the private Redis.
     let mut redis_url = None;
-    let stdout = child.stdout.take().unwrap();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+    // Keep the pipe open for the process's whole life.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in (&mut stdout).lines().map_while(Result::ok) {
         if let Some(rest) = line.trim().strip_prefix("Redis:") {
             assert!(rest.contains("(private, AOF on)"), "{line}");
             redis_url = rest.split_whitespace().next().map(str::to_owned);
@@ -105,6 +106,7 @@ fn up_starts_and_stops_a_private_redis() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+    drop(stdout);
     assert!(!harness::ping(redis_addr), "private redis stopped");
     let aof = data.path().join("tally/redis/appendonlydir");
     assert!(aof.is_dir(), "AOF in the private data dir: {}", aof.display());

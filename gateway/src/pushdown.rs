@@ -8,7 +8,7 @@
 
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use std::collections::BTreeSet;
 
 /// The column names the analysis understands.
@@ -44,16 +44,42 @@ impl ScanBounds {
 
 /// True if `expr` narrows the scan (so it is worth pushing down).
 pub fn narrows(expr: &Expr) -> bool {
-    let mut b = ScanBounds::default();
-    apply(expr, &mut b);
-    b != ScanBounds::default()
+    narrows_on(expr, BUCKET)
 }
 
 /// Bounds implied by the conjunction of `filters`.
 pub fn analyze(filters: &[Expr]) -> ScanBounds {
+    analyze_on(filters, BUCKET)
+}
+
+/// What a table tells DataFusion about `filters`: `Inexact` for those that
+/// bound the scan on `site` or `time_column` (DataFusion re-checks them),
+/// `Unsupported` for the rest.
+pub fn support(filters: &[&Expr], time_column: &str) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            if narrows_on(f, time_column) {
+                TableProviderFilterPushDown::Inexact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
+}
+
+/// [`narrows`] with another time column (e.g. `ts` of `events`).
+pub fn narrows_on(expr: &Expr, time_column: &str) -> bool {
+    let mut b = ScanBounds::default();
+    apply(expr, &mut b, time_column);
+    b != ScanBounds::default()
+}
+
+/// [`analyze`] with another time column.
+pub fn analyze_on(filters: &[Expr], time_column: &str) -> ScanBounds {
     let mut b = ScanBounds::default();
     for f in filters {
-        apply(f, &mut b);
+        apply(f, &mut b, time_column);
     }
     b
 }
@@ -100,11 +126,11 @@ fn millis(v: &ScalarValue) -> Option<i64> {
     }
 }
 
-fn apply(expr: &Expr, b: &mut ScanBounds) {
+fn apply(expr: &Expr, b: &mut ScanBounds, time: &str) {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::And => {
-            apply(left, b);
-            apply(right, b);
+            apply(left, b, time);
+            apply(right, b, time);
         }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             // Normalise to `column op literal`.
@@ -122,7 +148,7 @@ fn apply(expr: &Expr, b: &mut ScanBounds) {
                         b.restrict_sites(BTreeSet::from([s.to_owned()]));
                     }
                 }
-                (BUCKET, op) => {
+                (c, op) if c == time => {
                     let Some(ms) = millis(lit) else { return };
                     match op {
                         Operator::Eq => {
@@ -142,7 +168,7 @@ fn apply(expr: &Expr, b: &mut ScanBounds) {
             negated: false,
             low,
             high,
-        }) if column_name(expr) == Some(BUCKET) => {
+        }) if column_name(expr) == Some(time) => {
             if let Some(ms) = literal(low).and_then(millis) {
                 b.lower(ms);
             }

@@ -14,6 +14,8 @@ pub enum ColumnType {
     Float8,
     Bool,
     TimestampTz,
+    /// Exact decimal (`numeric(18,6)`).
+    Numeric,
 }
 
 impl ColumnType {
@@ -25,6 +27,7 @@ impl ColumnType {
             ColumnType::Float8 => "double precision",
             ColumnType::Bool => "boolean",
             ColumnType::TimestampTz => "timestamp with time zone",
+            ColumnType::Numeric => "numeric",
         }
     }
 }
@@ -35,10 +38,26 @@ pub struct Column {
     pub name: &'static str,
     pub ty: ColumnType,
     pub doc: &'static str,
+    /// Whether the column can be NULL.
+    pub nullable: bool,
 }
 
 const fn col(name: &'static str, ty: ColumnType, doc: &'static str) -> Column {
-    Column { name, ty, doc }
+    Column {
+        name,
+        ty,
+        doc,
+        nullable: false,
+    }
+}
+
+const fn nullable(name: &'static str, ty: ColumnType, doc: &'static str) -> Column {
+    Column {
+        name,
+        ty,
+        doc,
+        nullable: true,
+    }
 }
 
 /// The pre-aggregated reports, each served at three grains.
@@ -92,6 +111,8 @@ pub enum TableKind {
     Aggregate { report: Report, grain: Grain },
     /// The site registry.
     Sites,
+    /// The raw events, read from the shard streams.
+    Events,
 }
 
 /// One SQL table.
@@ -130,6 +151,45 @@ pub fn tables() -> Vec<Table> {
         }
     }
     out.push(Table {
+        name: "events".into(),
+        kind: TableKind::Events,
+        doc: "raw events, straight from the shard streams".into(),
+        columns: vec![
+            col("id", Text, "stream entry id (<arrival ms>-<seq>)"),
+            col("ts", TimestampTz, "event time"),
+            col("site", Text, "site domain"),
+            col("name", Text, "pageview, engagement or a custom event name"),
+            col("category", Text, "pageview, engagement, ecommerce or custom"),
+            col("url", Text, "page URL"),
+            col("path", Text, "page path"),
+            col("referrer", Text, "referrer URL"),
+            col(
+                "referrer_host",
+                Text,
+                "referrer host without www., empty for none or self-referrals",
+            ),
+            col(
+                "source",
+                Text,
+                "source name: a UTM source, Google, Facebook, a referrer host, or Direct / None",
+            ),
+            col("channel", Text, "direct, search, social, email, paid or referral"),
+            col("utm_source", Text, "utm_source (or ref/source) of the page URL"),
+            col("utm_medium", Text, "utm_medium"),
+            col("utm_campaign", Text, "utm_campaign"),
+            col("utm_term", Text, "utm_term"),
+            col("utm_content", Text, "utm_content"),
+            col("visitor_id", Text, "cookieless daily visitor id (16 hex digits)"),
+            col("browser", Text, "browser name"),
+            col("os", Text, "operating system"),
+            col("device_type", Text, "desktop, mobile, tablet or other"),
+            col("country", Text, "ISO 3166-1 alpha-2 country code, empty when unknown"),
+            col("props", Text, "custom properties as a JSON object"),
+            nullable("revenue", Numeric, "revenue amount (exact), null when none"),
+            nullable("currency", Text, "revenue currency (ISO 4217), null when none"),
+        ],
+    });
+    out.push(Table {
         name: "sites".into(),
         kind: TableKind::Sites,
         doc: "registered sites".into(),
@@ -145,7 +205,7 @@ mod tests {
     #[test]
     fn every_aggregate_table_starts_with_site_and_bucket() {
         let tables = tables();
-        assert_eq!(tables.len(), 7);
+        assert_eq!(tables.len(), 8);
         for t in tables.iter().filter(|t| matches!(t.kind, TableKind::Aggregate { .. })) {
             assert_eq!(t.column_index("site"), Some(0), "{}", t.name);
             assert_eq!(t.column_index("bucket"), Some(1), "{}", t.name);

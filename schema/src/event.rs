@@ -184,6 +184,16 @@ impl Event {
         if end == 0 { "/" } else { &rest[..end] }
     }
 
+    /// The props as a JSON object (`{}` when there are none).
+    pub fn props_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .props
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+
     pub fn category(&self) -> Category {
         Category::of(&self.name, self.revenue.is_some())
     }
@@ -207,12 +217,7 @@ impl Event {
         let props = if self.props.is_empty() {
             String::new()
         } else {
-            let map: serde_json::Map<String, serde_json::Value> = self
-                .props
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            serde_json::Value::Object(map).to_string()
+            self.props_json()
         };
         let revenue = self
             .revenue

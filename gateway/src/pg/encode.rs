@@ -10,9 +10,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -37,6 +37,7 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        DataType::Decimal128(_, s) if *s >= 0 && *s <= 28 => Type::NUMERIC,
         _ => Type::TEXT,
     }
 }
@@ -167,6 +168,11 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireR
         DataType::Binary => enc.encode_field(&col.as_binary::<i32>().value(row)),
         DataType::LargeBinary => enc.encode_field(&col.as_binary::<i64>().value(row)),
         DataType::BinaryView => enc.encode_field(&col.as_binary_view().value(row)),
+        DataType::Decimal128(_, scale) => {
+            let v = col.as_primitive::<Decimal128Type>().value(row);
+            let d = rust_decimal::Decimal::try_from_i128_with_scale(v, *scale as u32).map_err(encode_err)?;
+            enc.encode_field(&d)
+        }
         other => Err(encode_err(format!("no encoding for {other}"))),
     }
 }
@@ -244,6 +250,7 @@ mod tests {
             pg_type(&DataType::Timestamp(TimeUnit::Nanosecond, None)),
             Type::TIMESTAMP
         );
-        assert_eq!(pg_type(&DataType::Decimal128(10, 2)), Type::TEXT);
+        assert_eq!(pg_type(&DataType::Decimal128(10, 2)), Type::NUMERIC);
+        assert_eq!(pg_type(&DataType::Decimal256(60, 2)), Type::TEXT);
     }
 }

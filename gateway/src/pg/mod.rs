@@ -7,6 +7,7 @@
 //! bound parameters. Results stream batch by batch to the socket.
 
 pub mod encode;
+pub mod names;
 pub mod params;
 pub mod server;
 pub mod session;
@@ -78,11 +79,25 @@ pub struct Prepared {
     pub inferred: Vec<Option<datafusion::arrow::datatypes::DataType>>,
 }
 
+/// Row description of a query, with PostgreSQL's column names.
+fn query_fields(plan: &LogicalPlan, format: &Format) -> Vec<FieldInfo> {
+    let mut fields = encode::fields(plan.schema().as_arrow(), format);
+    if let Some(names) = names::postgres_names(plan) {
+        fields = fields
+            .into_iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (f, name))| FieldInfo::new(name, None, None, f.datatype().clone(), format.format_for(i)))
+            .collect();
+    }
+    fields
+}
+
 /// Result columns of a command (SHOW has one text column, named as in
 /// PostgreSQL; session commands have none).
 fn command_fields(command: &Command, format: &Format) -> Vec<FieldInfo> {
     match command {
-        Command::Query(plan) => encode::fields(plan.schema().as_arrow(), format),
+        Command::Query(plan) => query_fields(plan, format),
         Command::Show(name) => vec![FieldInfo::new(
             session::canonical(name),
             None,
@@ -187,7 +202,7 @@ impl PgHandler {
 
     /// Execute a plan and wrap its stream as a pgwire response.
     async fn run(&self, plan: LogicalPlan, format: &Format) -> PgWireResult<Response> {
-        let fields = Arc::new(encode::fields(plan.schema().as_arrow(), format));
+        let fields = Arc::new(query_fields(&plan, format));
         let batches = self.engine.execute(plan).await.map_err(to_pg)?;
         metrics::counter!("tally_gateway_queries_total").increment(1);
         let row_fields = fields.clone();

@@ -60,16 +60,7 @@ impl TableProvider for AggregateTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if pushdown::narrows(f) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(pushdown::support(filters, pushdown::BUCKET))
     }
 
     async fn scan(
@@ -86,7 +77,7 @@ impl TableProvider for AggregateTable {
             reader: self.reader.clone(),
             bounds: pushdown::analyze(filters),
         });
-        super::streaming_scan(self.schema.clone(), partition, projection, limit)
+        super::streaming_scan(self.schema.clone(), vec![partition], projection, limit)
     }
 }
 

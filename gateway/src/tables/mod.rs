@@ -6,6 +6,7 @@
 //! time), so a prepared statement re-reads fresh data on every execution.
 
 pub mod aggregate;
+pub mod events;
 pub mod sites;
 
 use crate::keymap::KeymapReader;
@@ -28,6 +29,7 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Float8 => DataType::Float64,
         ColumnType::Bool => DataType::Boolean,
         ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        ColumnType::Numeric => DataType::Decimal128(18, 6),
     }
 }
 
@@ -37,7 +39,7 @@ pub fn arrow_schema(table: &catalog::Table) -> SchemaRef {
         table
             .columns
             .iter()
-            .map(|c| Field::new(c.name, arrow_type(c.ty), false))
+            .map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable))
             .collect::<Vec<_>>(),
     ))
 }
@@ -55,22 +57,23 @@ pub fn providers(reader: &KeymapReader) -> Vec<(String, Arc<dyn TableProvider>)>
                     reader.clone(),
                 )),
                 TableKind::Sites => Arc::new(sites::SitesTable::new(arrow_schema(&t), reader.clone())),
+                TableKind::Events => Arc::new(events::EventsTable::new(arrow_schema(&t), reader.conn())),
             };
             (t.name, provider)
         })
         .collect()
 }
 
-/// The scan plan of a provider: one lazily executed partition, projected.
+/// The scan plan of a provider: lazily executed partitions, projected.
 pub fn streaming_scan(
     schema: SchemaRef,
-    partition: Arc<dyn PartitionStream>,
+    partitions: Vec<Arc<dyn PartitionStream>>,
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(Arc::new(StreamingTableExec::try_new(
         schema,
-        vec![partition],
+        partitions,
         projection,
         Vec::new(),
         false,

@@ -55,7 +55,7 @@ impl TableProvider for SitesTable {
             schema: self.schema.clone(),
             reader: self.reader.clone(),
         });
-        super::streaming_scan(self.schema.clone(), partition, projection, limit)
+        super::streaming_scan(self.schema.clone(), vec![partition], projection, limit)
     }
 }
 

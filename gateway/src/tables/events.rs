@@ -1,0 +1,289 @@
+//! The `events` table: raw events read from the shard streams.
+//!
+//! A filter on `site` selects the shard streams to read (all 16 without
+//! one) and filters rows early; a filter on `ts` becomes the `XRANGE` id
+//! range. Stream ids are arrival times, and an event's own time may lie up to
+//! 72 hours before its arrival (back-dated) or 5 minutes after it (clock
+//! skew), so the id range is widened by those windows; DataFusion re-applies
+//! the exact filter. Each shard is one partition, read in chunks of
+//! [`CHUNK`] entries, so a query over millions of events streams with
+//! bounded memory.
+
+use crate::pushdown::{self, ScanBounds};
+use crate::tables::UTC;
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use futures::StreamExt;
+use redis::Value;
+use redis::streams::StreamRangeReply;
+use schema::store::RedisConn;
+use schema::{Event, Shard};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+/// Entries per XRANGE call.
+pub const CHUNK: usize = 2000;
+/// The time column of the table.
+const TS: &str = "ts";
+/// How far back a client timestamp may lie before its arrival.
+const MAX_BACKDATE_MS: i64 = 72 * 3_600_000;
+/// How far ahead of its arrival a client timestamp may lie.
+const MAX_SKEW_MS: i64 = 5 * 60_000;
+
+pub struct EventsTable {
+    schema: SchemaRef,
+    conn: RedisConn,
+}
+
+impl EventsTable {
+    pub fn new(schema: SchemaRef, conn: RedisConn) -> Self {
+        EventsTable { schema, conn }
+    }
+}
+
+impl fmt::Debug for EventsTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventsTable")
+    }
+}
+
+/// The XRANGE id bounds for an event-time range.
+pub fn id_range(bounds: &ScanBounds) -> (String, String) {
+    let start = bounds
+        .from_ms
+        .map_or_else(|| "-".to_owned(), |ms| (ms - MAX_SKEW_MS).max(0).to_string());
+    let end = bounds
+        .to_ms
+        .map_or_else(|| "+".to_owned(), |ms| ms.saturating_add(MAX_BACKDATE_MS).to_string());
+    (start, end)
+}
+
+#[async_trait]
+impl TableProvider for EventsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(pushdown::support(filters, TS))
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let bounds = pushdown::analyze_on(filters, TS);
+        let shards: BTreeSet<Shard> = match &bounds.sites {
+            Some(sites) => sites.iter().map(|s| Shard::of_site(s)).collect(),
+            None => Shard::all().collect(),
+        };
+        let (start, end) = id_range(&bounds);
+        let partitions: Vec<Arc<dyn PartitionStream>> = shards
+            .into_iter()
+            .map(|shard| {
+                Arc::new(ShardPartition {
+                    schema: self.schema.clone(),
+                    conn: self.conn.clone(),
+                    shard,
+                    sites: bounds.sites.clone(),
+                    start: start.clone(),
+                    end: end.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        super::streaming_scan(self.schema.clone(), partitions, projection, limit)
+    }
+}
+
+struct ShardPartition {
+    schema: SchemaRef,
+    conn: RedisConn,
+    shard: Shard,
+    sites: Option<BTreeSet<String>>,
+    start: String,
+    end: String,
+}
+
+impl fmt::Debug for ShardPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventsPartition({} {}..{})", self.shard, self.start, self.end)
+    }
+}
+
+/// Where a partition's reading stands.
+struct Cursor {
+    conn: RedisConn,
+    next: Option<String>,
+}
+
+impl PartitionStream for ShardPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (schema, stream, end, sites) = (
+            self.schema.clone(),
+            self.shard.stream_key(),
+            self.end.clone(),
+            self.sites.clone(),
+        );
+        let start = Cursor {
+            conn: self.conn.clone(),
+            next: Some(self.start.clone()),
+        };
+        let batch_schema = schema.clone();
+        let batches = futures::stream::unfold(start, move |mut cur| {
+            let (stream, end, sites, schema) = (stream.clone(), end.clone(), sites.clone(), batch_schema.clone());
+            async move {
+                let from = cur.next.take()?;
+                let reply: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&from)
+                    .arg(&end)
+                    .arg("COUNT")
+                    .arg(CHUNK)
+                    .query_async(&mut cur.conn)
+                    .await;
+                let reply = match reply {
+                    Ok(r) => r,
+                    Err(e) => return Some((Err(DataFusionError::External(Box::new(e))), cur)),
+                };
+                if reply.ids.len() == CHUNK
+                    && let Some(last) = reply.ids.last()
+                {
+                    cur.next = Some(format!("({}", last.id));
+                }
+                let rows: Vec<(String, Event)> = reply
+                    .ids
+                    .into_iter()
+                    .filter_map(|sid| {
+                        let pairs = sid.map.iter().filter_map(|(k, v)| match v {
+                            Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
+                            _ => None,
+                        });
+                        match Event::from_fields(pairs) {
+                            Ok(e) => Some((sid.id, e)),
+                            Err(err) => {
+                                tracing::warn!(id = %sid.id, error = %err, "skipping undecodable stream entry");
+                                None
+                            }
+                        }
+                    })
+                    .filter(|(_, e)| sites.as_ref().is_none_or(|s| s.contains(&e.site)))
+                    .collect();
+                Some((rows_to_batch(&schema, &rows), cur))
+            }
+        })
+        .filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| b.num_rows() > 0)));
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches.boxed()))
+    }
+}
+
+/// `"49.9"` -> 49_900_000 at scale 6; `None` if not a decimal.
+pub fn decimal_units(amount: &str, scale: u32) -> Option<i128> {
+    let (neg, digits) = match amount.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, amount),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() || frac.len() > scale as usize || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut v: i128 = int.parse().ok()?;
+    for i in 0..scale as usize {
+        v = v.checked_mul(10)? + frac.as_bytes().get(i).map_or(0, |d| i128::from(d - b'0'));
+    }
+    Some(if neg { -v } else { v })
+}
+
+fn rows_to_batch(schema: &SchemaRef, rows: &[(String, Event)]) -> Result<RecordBatch> {
+    let text = |f: &dyn Fn(&(String, Event)) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let sources: Vec<_> = rows.iter().map(|(_, e)| (e.source(), e.utm())).collect();
+    let derived = |f: &dyn Fn(&(schema::source::Source, schema::source::Utm)) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(sources.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|(id, _)| id.clone()),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|(_, e)| e.ts_ms.saturating_mul(1000)))
+                .with_timezone(UTC),
+        ),
+        text(&|(_, e)| e.site.clone()),
+        text(&|(_, e)| e.name.clone()),
+        text(&|(_, e)| e.category().as_str().to_owned()),
+        text(&|(_, e)| e.url.clone()),
+        text(&|(_, e)| e.path().to_owned()),
+        text(&|(_, e)| e.referrer.clone()),
+        derived(&|(s, _)| s.referrer_host.clone()),
+        derived(&|(s, _)| s.name.clone()),
+        derived(&|(s, _)| s.channel.as_str().to_owned()),
+        derived(&|(_, u)| u.source.clone()),
+        derived(&|(_, u)| u.medium.clone()),
+        derived(&|(_, u)| u.campaign.clone()),
+        derived(&|(_, u)| u.term.clone()),
+        derived(&|(_, u)| u.content.clone()),
+        text(&|(_, e)| format!("{:016x}", e.visitor_id)),
+        text(&|(_, e)| e.browser.clone()),
+        text(&|(_, e)| e.os.clone()),
+        text(&|(_, e)| e.device.as_str().to_owned()),
+        text(&|(_, e)| e.country.clone()),
+        text(&|(_, e)| e.props_json()),
+        Arc::new(
+            Decimal128Array::from_iter(
+                rows.iter()
+                    .map(|(_, e)| e.revenue.as_ref().and_then(|r| decimal_units(&r.amount, 6))),
+            )
+            .with_precision_and_scale(18, 6)?,
+        ),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|(_, e)| e.revenue.as_ref().map(|r| r.currency.clone())),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_exact() {
+        assert_eq!(decimal_units("49.9", 6), Some(49_900_000));
+        assert_eq!(decimal_units("-0.000001", 6), Some(-1));
+        assert_eq!(decimal_units("12", 2), Some(1200));
+        assert_eq!(decimal_units("1.2345678", 6), None);
+        assert_eq!(decimal_units("1e5", 6), None);
+        assert_eq!(decimal_units("", 6), None);
+    }
+
+    #[test]
+    fn time_filters_widen_to_arrival_windows() {
+        let b = ScanBounds {
+            sites: None,
+            from_ms: Some(1_000_000_000),
+            to_ms: Some(2_000_000_000),
+        };
+        assert_eq!(id_range(&b), ("999700000".to_owned(), "2259200000".to_owned()));
+        assert_eq!(id_range(&ScanBounds::default()), ("-".to_owned(), "+".to_owned()));
+    }
+}
