@@ -240,6 +240,44 @@ async fn events_come_back_as_exact_sql_results() {
         ]
     );
 
+    // Unique visitors over a range: the union of the HyperLogLogs, not the
+    // sum of per-bucket counts (a.test has 5 distinct visitors over 3 hours,
+    // each seen in several hours).
+    let sum_hours: i64 = pg
+        .query_one("select sum(visitors) from traffic_hour where site = 'a.test'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(sum_hours > 5, "summing buckets over-counts: {sum_hours}");
+    let from = utc(base).to_rfc3339();
+    let to = utc(base + 3 * HOUR).to_rfc3339();
+    let row = pg
+        .query_one(
+            &format!("select site, visitors from unique_visitors('a.test', '{from}', '{to}')"),
+            &[],
+        )
+        .await
+        .expect("unique_visitors");
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("a.test".to_owned(), 5)
+    );
+    let row = pg
+        .query_one(
+            "select visitors from unique_visitors('a.test', now() - interval '5 hours', now())",
+            &[],
+        )
+        .await
+        .expect("unique_visitors with now()");
+    assert_eq!(row.get::<_, i64>(0), 5);
+    // The first hour alone: its 4 visitors.
+    let first_hour = format!(
+        "select visitors from unique_visitors('b.test', '{}', '{}')",
+        utc(base).to_rfc3339(),
+        utc(base + 2 * HOUR).to_rfc3339()
+    );
+    assert_eq!(pg.query_one(&first_hour, &[]).await.unwrap().get::<_, i64>(0), 1);
+
     // The psql binary, as a user would run it.
     let out = std::process::Command::new("psql")
         .args([

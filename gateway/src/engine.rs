@@ -120,6 +120,12 @@ impl QueryEngine {
             Volatility::Immutable,
             Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(VERSION.to_owned()))))),
         ));
+        ctx.register_udtf(
+            "unique_visitors",
+            Arc::new(crate::tables::unique_visitors::UniqueVisitorsFunction::new(
+                reader.clone(),
+            )),
+        );
         for (name, provider) in crate::tables::providers(&reader) {
             ctx.register_table(name.as_str(), provider)?;
         }

@@ -111,7 +111,7 @@ fn text(v: &ScalarValue) -> Option<&str> {
 
 /// A literal as milliseconds since epoch, rounding towards the given side so
 /// the bound stays inclusive of every matching bucket.
-fn millis(v: &ScalarValue) -> Option<i64> {
+pub(crate) fn millis(v: &ScalarValue) -> Option<i64> {
     let nanos_to_ms = |n: i64| n.div_euclid(1_000_000);
     match v {
         ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000),

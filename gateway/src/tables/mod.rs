@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod events;
 pub mod sites;
+pub mod unique_visitors;
 
 use crate::keymap::KeymapReader;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
