@@ -10,11 +10,14 @@
 //! - [`apply`]: the exactly-once apply script and its client side.
 //! - [`consumer`]: the per-shard read / reclaim / apply loop.
 //! - [`progress`]: lag and pending entries per shard.
+//! - [`retention`]: stream trimming that never drops unapplied entries;
+//!   removal of consumers of dead processes.
 
 pub mod aggregate;
 pub mod apply;
 pub mod consumer;
 pub mod progress;
+pub mod retention;
 
 use schema::ops::PrometheusHandle;
 use schema::ops::{CancellationToken, ops_router, redis_health};
@@ -54,6 +57,10 @@ pub struct StreamerConfig {
     /// Keep day buckets this many days (0 = forever).
     #[arg(long, env = "TALLY_DAY_RETENTION_DAYS", default_value_t = 0)]
     pub day_retention_days: u64,
+    /// Keep raw events in the streams this many hours (0 = forever). Events
+    /// not yet applied by every consumer group are kept regardless.
+    #[arg(long, env = "TALLY_STREAM_RETENTION_HOURS", default_value_t = 168)]
+    pub stream_retention_hours: u64,
 }
 
 impl StreamerConfig {
@@ -66,6 +73,7 @@ impl StreamerConfig {
             minute_retention_hours: 48,
             hour_retention_days: 0,
             day_retention_days: 0,
+            stream_retention_hours: 168,
         }
     }
 
@@ -133,6 +141,12 @@ pub async fn run(
                 .await
         })
     });
+    let maintenance = tokio::spawn(maintain(
+        conn.clone(),
+        ks,
+        Duration::from_secs(cfg.stream_retention_hours * 3600),
+        shutdown.clone(),
+    ));
     let tasks: Vec<_> = Shard::all()
         .map(|shard| {
             tokio::spawn(consumer::run_shard(
@@ -147,6 +161,7 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    let _ = maintenance.await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
@@ -157,4 +172,36 @@ pub async fn run(
 /// Keyspace the streamer is building, for callers that wait on progress.
 pub async fn keyspace(conn: &mut RedisConn) -> Result<Keyspace, schema::store::StoreError> {
     schema::store::active_keyspace(conn).await
+}
+
+/// Once a minute: trim the streams to their retention and remove consumers
+/// of dead processes. Every streamer runs it; the operations are idempotent.
+async fn maintain(conn: RedisConn, ks: Keyspace, retention: Duration, shutdown: CancellationToken) {
+    let mut conn = conn;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        for shard in Shard::all() {
+            if !retention.is_zero() {
+                match retention::trim_shard(&mut conn, shard, retention, now).await {
+                    Ok(n) if n > 0 => {
+                        metrics::counter!("tally_streamer_trimmed_total").increment(n);
+                        tracing::debug!(shard = %shard, trimmed = n, "trimmed stream");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(shard = %shard, error = %e, "XTRIM failed"),
+                }
+            }
+            match retention::remove_stale_consumers(&mut conn, shard, &ks.group(), retention::STALE_CONSUMER).await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(shard = %shard, consumers = ?gone, "removed idle consumers")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(shard = %shard, error = %e, "consumer cleanup failed"),
+            }
+        }
+    }
 }
