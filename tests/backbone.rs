@@ -358,16 +358,7 @@ async fn loadgen_traffic_is_counted_exactly() {
     let sites = tally::loadgen::site_names(5);
     let site_refs: Vec<&str> = sites.iter().map(String::as_str).collect();
     let stack = Stack::start(&site_refs).await;
-    let mut opts = tally::loadgen::LoadgenOptions::new(stack.ingest_url.clone());
-    opts.total = 600;
-    opts.rate = 5_000.0;
-    opts.sites = 5;
-    opts.concurrency = 8;
-    opts.backfill_hours = 3;
-    opts.seed = 42;
-    let report = tally::loadgen::run(&opts, schema::ops::CancellationToken::new())
-        .await
-        .expect("loadgen runs");
+    let report = stack.loadgen(600, 5, 3, 42).await;
     assert_eq!(report.sent, 600);
     assert_eq!(report.accepted, 600, "{report:?}");
 

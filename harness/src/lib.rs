@@ -240,20 +240,20 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Send one inline command to `addr` and return the start of the reply
+/// (one read), or `None` if nothing answered.
+fn inline_command(addr: SocketAddr, command: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// True if something at `addr` answers a Redis `PING` with `+PONG`.
 pub fn ping(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
-        Err(_) => false,
-    }
+    inline_command(addr, "PING").is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
 }
 
 #[cfg(test)]
@@ -268,4 +268,83 @@ mod tests {
         server.stop();
         assert!(!ping(addr));
     }
+}
+
+/// A private Redis Cluster of `masters` nodes (no replicas), for tests that
+/// must prove the services run unchanged on Redis Cluster. Each node is a
+/// [`RedisServer`] in cluster mode with an explicit bus port; the cluster is
+/// created with `redis-cli --cluster create`, exactly as an operator would.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> Result<RedisCluster, HarnessError> {
+        let cli = find_binary("redis-cli").ok_or(HarnessError::NotInstalled)?;
+        let mut nodes = Vec::with_capacity(masters);
+        for _ in 0..masters {
+            let bus = free_port().map_err(|e| HarnessError::Io("cluster bus port".into(), e))?;
+            nodes.push(RedisServer::start(RedisServerOptions {
+                extra_args: vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    "nodes.conf".into(),
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                ],
+                ..Default::default()
+            })?);
+        }
+        let out = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| n.addr().to_string()))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| HarnessError::Io("redis-cli --cluster create".into(), e))?;
+        if !out.status.success() {
+            return Err(HarnessError::Exited {
+                status: out.status.to_string(),
+                log: String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            });
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(Duration::from_secs(20))?;
+        Ok(cluster)
+    }
+
+    fn wait_ok(&self, timeout: Duration) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.nodes.iter().all(|n| cluster_state_ok(n.addr())) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::NotReady {
+                    addr: self.nodes[0].addr(),
+                    secs: timeout.as_secs(),
+                    log: self.nodes[0].log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://h1:p1,h2:p2,...`, as `REDIS_URL` takes it.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.addr().to_string()).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+fn cluster_state_ok(addr: SocketAddr) -> bool {
+    inline_command(addr, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok"))
 }

@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub struct Stack {
-    pub redis: RedisServer,
+    /// Keeps the private Redis (single node or cluster) alive.
+    _redis: Box<dyn std::any::Any + Send>,
     pub conn: RedisConn,
     pub ingest_url: String,
     pub pg_addr: SocketAddr,
@@ -30,10 +31,18 @@ async fn local() -> TcpListener {
 }
 
 impl Stack {
-    /// Start everything; `sites` are registered first.
+    /// Start everything on a private single-node Redis; `sites` are
+    /// registered first.
     pub async fn start(sites: &[&str]) -> Stack {
         let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
-        let target = RedisTarget::parse(&redis.url()).unwrap();
+        let url = redis.url();
+        Self::start_on(Box::new(redis), &url, sites, 1).await
+    }
+
+    /// Start everything against the Redis at `url` (kept alive by `redis`),
+    /// with `streamers` streamer processes sharing the consumer group.
+    pub async fn start_on(redis: Box<dyn std::any::Any + Send>, url: &str, sites: &[&str], streamers: usize) -> Stack {
+        let target = RedisTarget::parse(url).unwrap();
         let conn = RedisConn::connect(&target, ConnectOptions::default()).await.unwrap();
         let mut c = conn.clone();
         for s in sites {
@@ -48,6 +57,13 @@ impl Stack {
         icfg.country_header = Some("cf-ipcountry".into());
         let mut scfg = streamer::StreamerConfig::with_addr("127.0.0.1:0".parse().unwrap());
         scfg.claim_idle_ms = 1_000;
+        let scfgs: Vec<_> = (0..streamers.max(1))
+            .map(|i| {
+                let mut c = scfg.clone();
+                c.consumer = Some(format!("test-streamer-{i}"));
+                c
+            })
+            .collect();
         let mut gcfg = gateway::GatewayConfig::with_addrs(pg_addr, "127.0.0.1:0".parse().unwrap());
         gcfg.shutdown_grace_secs = 1;
         let mut tasks = Vec::new();
@@ -55,16 +71,18 @@ impl Stack {
         tasks.push(tokio::spawn(async move {
             ingest::run(icfg, ingest_l, c1, None, s1).await.expect("ingest");
         }));
-        let (c2, s2) = (conn.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            streamer::run(scfg, None, c2, None, s2).await.expect("streamer");
-        }));
+        for scfg in scfgs {
+            let (c2, s2) = (conn.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                streamer::run(scfg, None, c2, None, s2).await.expect("streamer");
+            }));
+        }
         let (c3, s3) = (conn.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             gateway::run(gcfg, pg_l, None, c3, None, s3).await.expect("gateway");
         }));
         Stack {
-            redis,
+            _redis: redis,
             conn,
             ingest_url,
             pg_addr,
@@ -120,6 +138,27 @@ impl Stack {
         .expect("connect to the gateway");
         tokio::spawn(connection);
         client
+    }
+
+    /// Send `total` loadgen events over `sites` sites, fast, with event
+    /// times spread over the past `backfill_hours`.
+    pub async fn loadgen(
+        &self,
+        total: u64,
+        sites: usize,
+        backfill_hours: u64,
+        seed: u64,
+    ) -> tally::loadgen::LoadgenReport {
+        let mut opts = tally::loadgen::LoadgenOptions::new(self.ingest_url.clone());
+        opts.total = total;
+        opts.rate = 5_000.0;
+        opts.sites = sites;
+        opts.concurrency = 8;
+        opts.backfill_hours = backfill_hours;
+        opts.seed = seed;
+        tally::loadgen::run(&opts, CancellationToken::new())
+            .await
+            .expect("loadgen runs")
     }
 
     /// Stop the services (graceful) and wait for them.
