@@ -46,6 +46,37 @@ enum Command {
     },
     /// Show the streamer's progress per shard (lag and pending entries).
     Status,
+    /// Recompute the reports from the retained streams and diff them against
+    /// the key-map; exits 1 on any difference.
+    Verify {
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only buckets from this time (RFC 3339, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD`, UTC).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<i64>,
+        /// Only buckets before this time.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<i64>,
+    },
+}
+
+/// A time argument as ms since the epoch (UTC).
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S") {
+        return Ok(t.and_utc().timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc().timestamp_millis());
+    }
+    Err(format!(
+        "{s:?} is not a time (RFC 3339, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD)"
+    ))
 }
 
 #[derive(Subcommand)]
@@ -164,6 +195,37 @@ async fn main() -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Verify { site, from, to } => {
+            let mut conn = connect(redis_url.as_deref()).await?;
+            let ks = streamer::keyspace(&mut conn).await?;
+            let site = site.map(|s| schema::site::normalize_site(&s)).transpose()?;
+            let scope = streamer::verify::VerifyScope {
+                site,
+                from_ms: from,
+                to_ms: to,
+            };
+            let report = streamer::verify::verify(&mut conn, ks, &scope).await?;
+            println!(
+                "{} events; {} counters and {} unique-visitor sketches checked",
+                report.events, report.counters_checked, report.uniques_checked
+            );
+            for d in report.counters.iter().chain(&report.uniques).take(50) {
+                println!(
+                    "DIFF {} {}: expected {}, key-map has {}",
+                    d.key, d.field, d.expected, d.actual
+                );
+            }
+            if report.ok() {
+                println!("OK: the key-map equals the recompute from the streams");
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} counter and {} unique-visitor differences",
+                    report.counters.len(),
+                    report.uniques.len()
+                )
+            }
         }
         Command::Status => {
             let mut conn = connect(redis_url.as_deref()).await?;

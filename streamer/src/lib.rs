@@ -12,12 +12,14 @@
 //! - [`progress`]: lag and pending entries per shard.
 //! - [`retention`]: stream trimming that never drops unapplied entries;
 //!   removal of consumers of dead processes.
+//! - [`verify`]: recompute the reports from the streams and diff them.
 
 pub mod aggregate;
 pub mod apply;
 pub mod consumer;
 pub mod progress;
 pub mod retention;
+pub mod verify;
 
 use schema::ops::PrometheusHandle;
 use schema::ops::{CancellationToken, ops_router, redis_health};
