@@ -256,20 +256,6 @@ pub fn ping(addr: SocketAddr) -> bool {
     inline_command(addr, "PING").is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn starts_answers_and_stops() {
-        let mut server = RedisServer::start_ephemeral().expect("redis-server must be installed");
-        assert!(ping(server.addr()));
-        let addr = server.addr();
-        server.stop();
-        assert!(!ping(addr));
-    }
-}
-
 /// A private Redis Cluster of `masters` nodes (no replicas), for tests that
 /// must prove the services run unchanged on Redis Cluster. Each node is a
 /// [`RedisServer`] in cluster mode with an explicit bus port; the cluster is
@@ -347,4 +333,18 @@ impl RedisCluster {
 
 fn cluster_state_ok(addr: SocketAddr) -> bool {
     inline_command(addr, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_stops() {
+        let mut server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        assert!(ping(server.addr()));
+        let addr = server.addr();
+        server.stop();
+        assert!(!ping(addr));
+    }
 }
