@@ -40,14 +40,23 @@ const AUTOMATION_MARKERS: &[&str] = &[
     "Java/",
 ];
 
-/// Parses user agents; create once and share.
+/// Most distinct user agents remembered. Real traffic repeats a few
+/// thousand agents, and parsing runs many pattern matches, so a bounded
+/// cache removes nearly all parsing from the request path.
+const CACHE_CAPACITY: usize = 8192;
+
+/// Parses user agents (with a bounded cache); create once and share.
 pub struct UserAgentParser {
     parser: Parser,
+    cache: std::sync::RwLock<std::collections::HashMap<String, UserAgentInfo>>,
 }
 
 impl Default for UserAgentParser {
     fn default() -> Self {
-        UserAgentParser { parser: Parser::new() }
+        UserAgentParser {
+            parser: Parser::new(),
+            cache: std::sync::RwLock::new(std::collections::HashMap::new()),
+        }
     }
 }
 
@@ -56,7 +65,22 @@ fn known(v: &str) -> String {
 }
 
 impl UserAgentParser {
+    /// The parse of `ua`, from the cache when seen before.
     pub fn parse(&self, ua: &str) -> UserAgentInfo {
+        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(ua).cloned()) {
+            return hit;
+        }
+        let info = self.parse_uncached(ua);
+        if let Ok(mut c) = self.cache.write() {
+            if c.len() >= CACHE_CAPACITY {
+                c.clear(); // crude but bounded; refills with the common agents
+            }
+            c.insert(ua.to_owned(), info.clone());
+        }
+        info
+    }
+
+    fn parse_uncached(&self, ua: &str) -> UserAgentInfo {
         let marker = AUTOMATION_MARKERS.iter().any(|m| ua.contains(m));
         let Some(r) = self.parser.parse(ua) else {
             return UserAgentInfo {

@@ -32,6 +32,9 @@ pub struct AppState {
     pub registry: SiteRegistry,
     pub visitors: VisitorHasher,
     pub writer: EventWriter,
+    /// Metric handles, registered once rather than looked up per request.
+    pub accepted: metrics::Counter,
+    pub dropped_bots: metrics::Counter,
 }
 
 /// An error answer: status and reason.
@@ -205,12 +208,17 @@ async fn post_event(
         revenue: valid.revenue,
     };
     state.writer.write(event).await?;
-    metrics::counter!("tally_ingest_events_accepted_total").increment(1);
-    let mut resp = (
-        StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "status": "accepted" })),
-    )
-        .into_response();
-    cors(resp.headers_mut());
-    Ok(resp)
+    state.accepted.increment(1);
+    Ok(accepted())
 }
+
+/// The 202 answer: a constant body, built without serialising anything.
+fn accepted() -> Response {
+    let mut resp = (StatusCode::ACCEPTED, ACCEPTED_BODY).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    cors(h);
+    resp
+}
+
+const ACCEPTED_BODY: &str = r#"{"status":"accepted"}"#;

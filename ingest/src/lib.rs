@@ -111,6 +111,8 @@ pub async fn run(
         registry: registry::SiteRegistry::new(conn.clone(), cfg.open_collection),
         visitors: visitor::VisitorHasher::new(conn.clone()),
         writer,
+        accepted: metrics::counter!("tally_ingest_events_accepted_total"),
+        dropped_bots: metrics::counter!("tally_ingest_events_dropped_total", "reason" => "bot"),
     });
     let refresher = tokio::spawn(refresh_registry(state.clone(), shutdown.clone()));
     let app = http::router(state.clone()).merge(ops_router("ingest", metrics, redis_health(conn)));
