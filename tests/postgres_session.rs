@@ -108,6 +108,15 @@ async fn sessions_behave_like_postgresql() {
         assert_eq!(names, want, "simple: {sql}");
     }
 
+    // psql's \dt reads pg_catalog and lists every table of the catalog.
+    let listed: Vec<String> = stack.psql("\\dt").lines().map(str::to_owned).collect();
+    let want: Vec<String> = {
+        let mut names: Vec<String> = schema::catalog::tables().into_iter().map(|t| t.name).collect();
+        names.sort();
+        names.into_iter().map(|n| format!("public|{n}|table|tally")).collect()
+    };
+    assert_eq!(listed, want);
+
     // Empty queries and Grafana's pgx ping.
     a.simple_query("").await.unwrap();
     a.simple_query("-- ping").await.unwrap();

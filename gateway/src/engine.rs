@@ -129,6 +129,7 @@ impl QueryEngine {
         for (name, provider) in crate::tables::providers(&reader) {
             ctx.register_table(name.as_str(), provider)?;
         }
+        crate::pg_catalog::register(&ctx, DATABASE)?;
         Ok(QueryEngine { ctx })
     }
 

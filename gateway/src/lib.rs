@@ -9,12 +9,14 @@
 //! - [`tables`]: the DataFusion table providers, generated from the catalog.
 //! - [`engine`]: planning and executing SQL.
 //! - [`pg`]: the pgwire handlers, encoding and accept loop.
+//! - [`pg_catalog`]: the system catalog clients discover tables through.
 //! - [`error`]: the one error -> SQLSTATE mapping.
 
 pub mod engine;
 pub mod error;
 pub mod keymap;
 pub mod pg;
+pub mod pg_catalog;
 pub mod pushdown;
 pub mod tables;
 

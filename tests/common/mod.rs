@@ -161,6 +161,23 @@ impl Stack {
             .expect("loadgen runs")
     }
 
+    /// Run the `psql` binary with `-At -c <command>` against the gateway;
+    /// returns its stdout, failing the test if psql failed.
+    pub fn psql(&self, command: &str) -> String {
+        let out = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.pg_addr.port().to_string()])
+            .args(["-U", "tally", "-d", "tally", "-At", "-c", command])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql is installed");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Stop the services (graceful) and wait for them.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
