@@ -29,22 +29,10 @@ async fn prefill(conn: &mut RedisConn, n: usize) {
     let mut by_shard: HashMap<Shard, Vec<Event>> = HashMap::new();
     for _ in 0..n {
         let g = model.next_event();
-        let v = validate(decode(g.body.as_bytes()).unwrap(), now, &Limits::default()).unwrap();
+        let mut e = validate(decode(g.body.as_bytes()).unwrap(), now, &Limits::default()).unwrap();
         let ua = parser.parse(g.user_agent);
-        let e = Event {
-            ts_ms: v.ts_ms,
-            visitor_id: hash_visitor(&[1; 16], &v.site, &g.ip, g.user_agent),
-            site: v.site,
-            name: v.name,
-            url: v.url,
-            referrer: v.referrer,
-            browser: ua.browser,
-            os: ua.os,
-            device: ua.device,
-            country: String::new(),
-            props: v.props,
-            revenue: v.revenue,
-        };
+        e.visitor_id = hash_visitor(&[1; 16], &e.site, &g.ip, g.user_agent);
+        (e.browser, e.os, e.device) = (ua.browser, ua.os, ua.device);
         by_shard.entry(Shard::of_site(&e.site)).or_default().push(e);
     }
     for (shard, events) in by_shard {

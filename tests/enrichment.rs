@@ -24,13 +24,7 @@ async fn stream_events(stack: &Stack, site: &str) -> Vec<Event> {
     reply
         .ids
         .iter()
-        .map(|id| {
-            let pairs = id.map.iter().filter_map(|(k, v)| match v {
-                redis::Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
-                _ => None,
-            });
-            Event::from_fields(pairs).expect("decodable entry")
-        })
+        .map(|id| Event::from_stream_entry(&id.map).expect("decodable entry"))
         .collect()
 }
 

@@ -85,14 +85,25 @@ fn message(e: &GatewayError) -> String {
     }
 }
 
-/// Convert to a pgwire ErrorResponse.
-pub fn to_pg(e: GatewayError) -> PgWireError {
-    let code = sqlstate(&e);
+/// An ErrorResponse with a SQLSTATE: the one constructor every refusal of
+/// the gateway goes through.
+pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_owned(),
         code.to_owned(),
-        message(&e),
+        message.into(),
     )))
+}
+
+/// The ErrorResponse fields of an error (for answers that carry it inline,
+/// as in a multi-statement query).
+pub fn error_info(e: GatewayError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_owned(), sqlstate(&e).to_owned(), message(&e))
+}
+
+/// Convert to a pgwire ErrorResponse.
+pub fn to_pg(e: GatewayError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
 }
 
 impl From<GatewayError> for PgWireError {

@@ -17,7 +17,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use schema::Event;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -147,10 +146,10 @@ async fn post_event(
         )
     })?;
     let now = now_ms();
-    let valid = payload::validate(payload::decode(&bytes)?, now, &state.limits)?;
+    let mut event = payload::validate(payload::decode(&bytes)?, now, &state.limits)?;
     let allowed = state
         .registry
-        .allows(&valid.site, now)
+        .allows(&event.site, now)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}")))?;
     if !allowed {
@@ -158,7 +157,7 @@ async fn post_event(
             StatusCode::FORBIDDEN,
             format!(
                 "site {:?} is not registered (tally sites add {})",
-                valid.site, valid.site
+                event.site, event.site
             ),
         ));
     }
@@ -169,15 +168,10 @@ async fn post_event(
     let agent = state.user_agents.parse(ua);
     if agent.bot {
         // Dropped, counted, and answered like any other event.
-        metrics::counter!("tally_ingest_events_dropped_total", "reason" => "bot").increment(1);
-        let mut resp = (
-            StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({ "status": "accepted" })),
-        )
-            .into_response();
+        state.dropped_bots.increment(1);
+        let mut resp = accepted();
         resp.headers_mut()
             .insert("x-tally-dropped", HeaderValue::from_static("bot"));
-        cors(resp.headers_mut());
         return Ok(resp);
     }
     let ip = client_ip(&state, &headers, peer);
@@ -188,25 +182,15 @@ async fn post_event(
         .and_then(|v| v.to_str().ok())
         .and_then(country_from_header)
         .unwrap_or_default();
-    let visitor_id = state
+    event.visitor_id = state
         .visitors
-        .visitor_id(now, &valid.site, &ip, ua)
+        .visitor_id(now, &event.site, &ip, ua)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}")))?;
-    let event = Event {
-        ts_ms: valid.ts_ms,
-        site: valid.site,
-        name: valid.name,
-        url: valid.url,
-        referrer: valid.referrer,
-        visitor_id,
-        browser: agent.browser,
-        os: agent.os,
-        device: agent.device,
-        country,
-        props: valid.props,
-        revenue: valid.revenue,
-    };
+    event.browser = agent.browser;
+    event.os = agent.os;
+    event.device = agent.device;
+    event.country = country;
     state.writer.write(event).await?;
     state.accepted.increment(1);
     Ok(accepted())

@@ -89,6 +89,12 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
+    let country_header = cfg
+        .country_header
+        .as_deref()
+        .map(axum::http::HeaderName::try_from)
+        .transpose()
+        .map_err(|e| IngestError::Config(format!("--country-header: {e}")))?;
     let (writer, writer_task) = writer::EventWriter::spawn(
         conn.clone(),
         writer::WriterOptions {
@@ -96,12 +102,6 @@ pub async fn run(
             ..Default::default()
         },
     );
-    let country_header = cfg
-        .country_header
-        .as_deref()
-        .map(axum::http::HeaderName::try_from)
-        .transpose()
-        .map_err(|e| IngestError::Config(format!("--country-header: {e}")))?;
     let state = Arc::new(http::AppState {
         limits: payload::Limits::default(),
         max_body_bytes: cfg.max_body_bytes,

@@ -6,7 +6,8 @@
 //! Plausible's tracker format (`n`, `u`, `d`, `r`) with long aliases, so
 //! existing trackers and server-side senders can post as they are.
 
-use schema::event::{Category, Revenue};
+use schema::Event;
+use schema::event::{Device, Revenue};
 use schema::site::normalize_site;
 use serde::Deserialize;
 
@@ -76,22 +77,6 @@ pub struct RawRevenue {
     pub currency: String,
 }
 
-/// An event that passed validation; visitor id and user-agent enrichment
-/// are added by the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidEvent {
-    pub ts_ms: i64,
-    pub site: String,
-    pub name: String,
-    pub category: Category,
-    /// Normalised absolute URL.
-    pub url: String,
-    pub path: String,
-    pub referrer: String,
-    pub props: Vec<(String, String)>,
-    pub revenue: Option<Revenue>,
-}
-
 /// Why an event was refused; each becomes a 400 with this text as reason.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Rejection {
@@ -124,8 +109,10 @@ pub fn decode(body: &[u8]) -> Result<RawEvent, Rejection> {
     serde_json::from_slice(body).map_err(|e| Rejection::Json(e.to_string()))
 }
 
-/// Validate and normalise a decoded event received at `now_ms`.
-pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<ValidEvent, Rejection> {
+/// Validate and normalise a decoded event received at `now_ms`. The result
+/// carries what the request body says; the caller adds the visitor id and
+/// the enrichment from headers (user agent, country).
+pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Rejection> {
     let name = raw.name.ok_or(Rejection::Missing("name"))?;
     let name = name.trim().to_owned();
     if name.is_empty() {
@@ -155,10 +142,6 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<ValidEven
         _ => host,
     };
     let site = normalize_site(&site_raw).map_err(|e| Rejection::Site(e.to_string()))?;
-    let path = match parsed.path() {
-        "" => "/".to_owned(),
-        p => p.to_owned(),
-    };
 
     let mut referrer = raw.referrer.unwrap_or_default();
     truncate_at_char_boundary(&mut referrer, limits.max_referrer_bytes);
@@ -183,14 +166,17 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<ValidEven
     let props = validate_props(raw.props, limits)?;
     let revenue = raw.revenue.map(validate_revenue).transpose()?;
 
-    Ok(ValidEvent {
+    Ok(Event {
         ts_ms,
-        category: Category::of(&name, revenue.is_some()),
         site,
         name,
         url: parsed.to_string(),
-        path,
         referrer,
+        visitor_id: 0,
+        browser: String::new(),
+        os: String::new(),
+        device: Device::Other,
+        country: String::new(),
         props,
         revenue,
     })
@@ -280,10 +266,11 @@ fn truncate_at_char_boundary(s: &mut String, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schema::event::Category;
 
     const NOW: i64 = 1_795_000_000_000;
 
-    fn check(body: &str) -> Result<ValidEvent, Rejection> {
+    fn check(body: &str) -> Result<Event, Rejection> {
         validate(decode(body.as_bytes())?, NOW, &Limits::default())
     }
 
@@ -294,16 +281,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.site, "example.com");
-        assert_eq!(e.path, "/a/b");
+        assert_eq!(e.path(), "/a/b");
         assert_eq!(e.ts_ms, NOW);
-        assert_eq!(e.category, Category::Pageview);
+        assert_eq!(e.category(), Category::Pageview);
         let e = check(&format!(
             r#"{{"name":"purchase","url":"http://shop.io","domain":"shop.io","timestamp":{}}}"#,
             NOW - 1000
         ))
         .unwrap();
         assert_eq!(
-            (e.path.as_str(), e.ts_ms, e.category),
+            (e.path(), e.ts_ms, e.category()),
             ("/", NOW - 1000, Category::Ecommerce)
         );
     }

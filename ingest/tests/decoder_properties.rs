@@ -63,7 +63,7 @@ proptest! {
         if let Ok(e) = decode(body.as_bytes()).and_then(|r| validate(r, NOW, &limits)) {
             prop_assert!(!e.name.is_empty() && e.name.chars().count() <= limits.max_name_chars);
             prop_assert!(e.url.starts_with("http://") || e.url.starts_with("https://"));
-            prop_assert!(e.path.starts_with('/'));
+            prop_assert!(e.path().starts_with('/'));
             prop_assert!(e.referrer.len() <= limits.max_referrer_bytes);
             prop_assert!(e.ts_ms >= NOW - limits.max_past_ms && e.ts_ms <= NOW + limits.max_future_ms);
             prop_assert!(e.props.len() <= limits.max_props);

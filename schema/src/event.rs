@@ -317,6 +317,15 @@ impl Event {
         })
     }
 
+    /// Decode a stream entry as the redis crate returns it (`StreamId::map`);
+    /// non-string values are ignored like unknown fields.
+    pub fn from_stream_entry(map: &std::collections::HashMap<String, redis::Value>) -> Result<Event, DecodeError> {
+        Event::from_fields(map.iter().filter_map(|(k, v)| match v {
+            redis::Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
+            _ => None,
+        }))
+    }
+
     /// A plain page view with no enrichment (tests, tools).
     pub fn pageview(ts_ms: i64, site: &str, path: &str, visitor_id: u64) -> Event {
         Event {

@@ -75,11 +75,7 @@ struct Entry {
 fn decode(ids: Vec<StreamId>) -> Vec<Entry> {
     ids.into_iter()
         .map(|sid| {
-            let pairs = sid.map.iter().filter_map(|(k, v)| match v {
-                Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
-                _ => None,
-            });
-            let event = match Event::from_fields(pairs) {
+            let event = match Event::from_stream_entry(&sid.map) {
                 Ok(e) => Some(e),
                 Err(err) => {
                     tracing::warn!(id = %sid.id, error = %err, "undecodable stream entry; acknowledging it without counting");

@@ -20,6 +20,7 @@ pub mod consumer;
 pub mod progress;
 pub mod retention;
 pub mod verify;
+mod xinfo;
 
 use schema::ops::PrometheusHandle;
 use schema::ops::{CancellationToken, ops_router, redis_health};

@@ -5,6 +5,7 @@
 //! `tally status` use it to wait until every accepted event is in the
 //! key-map, with a bound instead of a sleep.
 
+use crate::xinfo::InfoRecord;
 use redis::Value;
 use schema::store::RedisConn;
 use schema::{Keyspace, Shard};
@@ -55,21 +56,10 @@ pub async fn progress(conn: &mut RedisConn, ks: Keyspace) -> redis::RedisResult<
             lag: (length == 0).then_some(0),
             pending: 0,
         };
-        for g in groups {
-            let Ok(map) = redis::from_redis_value::<std::collections::HashMap<String, Value>>(g) else {
-                continue;
-            };
-            let name = map
-                .get("name")
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
-            if name.as_deref() == Some(group.as_str()) {
-                found.pending = map
-                    .get("pending")
-                    .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
-                    .unwrap_or(0);
-                found.lag = map
-                    .get("lag")
-                    .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok());
+        for g in groups.into_iter().map(InfoRecord::new) {
+            if g.get::<String>("name").as_deref() == Some(group.as_str()) {
+                found.pending = g.get("pending").unwrap_or(0);
+                found.lag = g.get("lag");
             }
         }
         out.push(found);

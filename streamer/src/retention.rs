@@ -10,22 +10,14 @@
 //! Consumers of crashed processes stay listed in the group; once they have
 //! nothing pending and have been idle for an hour they are deleted.
 
+use crate::xinfo::InfoRecord;
 use redis::Value;
 use schema::Shard;
 use schema::store::RedisConn;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Consumers idle this long with nothing pending are removed.
 pub const STALE_CONSUMER: Duration = Duration::from_secs(3600);
-
-fn as_map(v: Value) -> HashMap<String, Value> {
-    redis::from_redis_value(v).unwrap_or_default()
-}
-
-fn field<T: redis::FromRedisValue>(m: &HashMap<String, Value>, k: &str) -> Option<T> {
-    m.get(k).and_then(|v| redis::from_redis_value(v.clone()).ok())
-}
 
 /// Parse `<ms>-<seq>`.
 fn id_ms(id: &str) -> Option<(u64, u64)> {
@@ -39,12 +31,11 @@ async fn oldest_needed(conn: &mut RedisConn, stream: &str) -> redis::RedisResult
     let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     let mut oldest: Option<(u64, u64)> = None;
     let mut keep = |id: (u64, u64)| oldest = Some(oldest.map_or(id, |o| o.min(id)));
-    for g in groups {
-        let g = as_map(g);
-        let Some(name) = field::<String>(&g, "name") else {
+    for g in groups.into_iter().map(InfoRecord::new) {
+        let Some(name) = g.get::<String>("name") else {
             continue;
         };
-        if let Some((ms, seq)) = field::<String>(&g, "last-delivered-id").as_deref().and_then(id_ms) {
+        if let Some((ms, seq)) = g.get::<String>("last-delivered-id").as_deref().and_then(id_ms) {
             keep(if seq == u64::MAX { (ms + 1, 0) } else { (ms, seq + 1) });
         }
         let summary: Vec<Value> = redis::cmd("XPENDING").arg(stream).arg(&name).query_async(conn).await?;
@@ -107,13 +98,10 @@ pub async fn remove_stale_consumers(
         Err(e) => return Err(e),
     };
     let mut removed = Vec::new();
-    for c in consumers {
-        let c = as_map(c);
-        let (Some(name), Some(pending), Some(idle_ms)) = (
-            field::<String>(&c, "name"),
-            field::<u64>(&c, "pending"),
-            field::<u64>(&c, "idle"),
-        ) else {
+    for c in consumers.into_iter().map(InfoRecord::new) {
+        let (Some(name), Some(pending), Some(idle_ms)) =
+            (c.get::<String>("name"), c.get::<u64>("pending"), c.get::<u64>("idle"))
+        else {
             continue;
         };
         if pending == 0 && idle_ms >= idle.as_millis() as u64 {

@@ -9,7 +9,6 @@
 //! built from events that are gone, so verify ranges within it.
 
 use crate::aggregate::{Delta, Retention, aggregate};
-use redis::Value;
 use redis::streams::StreamRangeReply;
 use schema::store::RedisConn;
 use schema::{Event, Grain, Keyspace, Shard};
@@ -89,11 +88,7 @@ async fn read_events(conn: &mut RedisConn, shard: Shard, site: Option<&str>) -> 
             from = format!("({}", last.id);
         }
         for sid in reply.ids {
-            let pairs = sid.map.iter().filter_map(|(k, v)| match v {
-                Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
-                _ => None,
-            });
-            if let Ok(e) = Event::from_fields(pairs)
+            if let Ok(e) = Event::from_stream_entry(&sid.map)
                 && site.is_none_or(|s| s == e.site)
             {
                 out.push(e);

@@ -44,19 +44,17 @@ pub fn pg_type(dt: &DataType) -> Type {
 
 /// Row description of a result schema.
 pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
+    named_fields(schema, schema.fields().iter().map(|f| f.name().clone()), format)
+}
+
+/// Row description with the given column names (one per field).
+pub fn named_fields(schema: &Schema, names: impl IntoIterator<Item = String>, format: &Format) -> Vec<FieldInfo> {
     schema
         .fields()
         .iter()
+        .zip(names)
         .enumerate()
-        .map(|(i, f)| {
-            FieldInfo::new(
-                f.name().clone(),
-                None,
-                None,
-                pg_type(f.data_type()),
-                format.format_for(i),
-            )
-        })
+        .map(|(i, (f, name))| FieldInfo::new(name, None, None, pg_type(f.data_type()), format.format_for(i)))
         .collect()
 }
 

@@ -13,7 +13,7 @@ pub mod server;
 pub mod session;
 
 use crate::engine::{Command, QueryEngine};
-use crate::error::{GatewayError, to_pg};
+use crate::error::{GatewayError, error_info, to_pg, user_error};
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, StreamExt, stream};
@@ -81,16 +81,11 @@ pub struct Prepared {
 
 /// Row description of a query, with PostgreSQL's column names.
 fn query_fields(plan: &LogicalPlan, format: &Format) -> Vec<FieldInfo> {
-    let mut fields = encode::fields(plan.schema().as_arrow(), format);
-    if let Some(names) = names::postgres_names(plan) {
-        fields = fields
-            .into_iter()
-            .zip(names)
-            .enumerate()
-            .map(|(i, (f, name))| FieldInfo::new(name, None, None, f.datatype().clone(), format.format_for(i)))
-            .collect();
+    let schema = plan.schema().as_arrow();
+    match names::postgres_names(plan) {
+        Some(names) => encode::named_fields(schema, names, format),
+        None => encode::fields(schema, format),
     }
-    fields
 }
 
 /// Result columns of a command (SHOW has one text column, named as in
@@ -167,13 +162,7 @@ impl PgHandler {
         let settings = client
             .session_extensions()
             .get_or_insert_with(session::SessionSettings::default);
-        let setting_error = |e: session::SettingError| {
-            PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
-                "ERROR".into(),
-                e.sqlstate().into(),
-                e.message(),
-            )))
-        };
+        let setting_error = |e: session::SettingError| user_error(e.sqlstate(), e.message());
         match command {
             Command::Query(plan) => self.run(plan, format).await,
             Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
@@ -271,13 +260,6 @@ impl SimpleQueryHandler for PgHandler {
             }
         }
         Ok(responses)
-    }
-}
-
-fn error_info(e: GatewayError) -> pgwire::error::ErrorInfo {
-    match to_pg(e) {
-        PgWireError::UserError(info) => *info,
-        other => pgwire::error::ErrorInfo::new("ERROR".into(), "XX000".into(), other.to_string()),
     }
 }
 

@@ -5,17 +5,14 @@
 //! then cast to the type DataFusion inferred for the placeholder, so
 //! `WHERE bucket >= $1` works whether the client sent text or timestamptz.
 
+use crate::error::user_error;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 use pgwire::api::Type;
 use pgwire::api::portal::Portal;
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-
-fn user_error(code: &str, msg: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), msg)))
-}
+use pgwire::error::PgWireResult;
 
 /// Inferred placeholder types `$1..$n`, in order (`None` = unknown).
 pub fn inferred_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {

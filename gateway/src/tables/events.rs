@@ -23,8 +23,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
-use redis::Value;
 use redis::streams::StreamRangeReply;
+use schema::source::{self, Source, Utm};
 use schema::store::RedisConn;
 use schema::{Event, Shard};
 use std::collections::BTreeSet;
@@ -174,17 +174,11 @@ impl PartitionStream for ShardPartition {
                 let rows: Vec<(String, Event)> = reply
                     .ids
                     .into_iter()
-                    .filter_map(|sid| {
-                        let pairs = sid.map.iter().filter_map(|(k, v)| match v {
-                            Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
-                            _ => None,
-                        });
-                        match Event::from_fields(pairs) {
-                            Ok(e) => Some((sid.id, e)),
-                            Err(err) => {
-                                tracing::warn!(id = %sid.id, error = %err, "skipping undecodable stream entry");
-                                None
-                            }
+                    .filter_map(|sid| match Event::from_stream_entry(&sid.map) {
+                        Ok(e) => Some((sid.id, e)),
+                        Err(err) => {
+                            tracing::warn!(id = %sid.id, error = %err, "skipping undecodable stream entry");
+                            None
                         }
                     })
                     .filter(|(_, e)| sites.as_ref().is_none_or(|s| s.contains(&e.site)))
@@ -214,40 +208,48 @@ pub fn decimal_units(amount: &str, scale: u32) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
+/// A text column borrowed from `items` (no per-cell allocation).
+fn text<'a, T>(items: &'a [T], f: impl Fn(&'a T) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(items.iter().map(f)))
+}
+
 fn rows_to_batch(schema: &SchemaRef, rows: &[(String, Event)]) -> Result<RecordBatch> {
-    let text = |f: &dyn Fn(&(String, Event)) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-    };
-    let sources: Vec<_> = rows.iter().map(|(_, e)| (e.source(), e.utm())).collect();
-    let derived = |f: &dyn Fn(&(schema::source::Source, schema::source::Utm)) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(sources.iter().map(f)))
-    };
+    // UTM tags are parsed once per row and feed the source classification.
+    let derived: Vec<(Source, Utm)> = rows
+        .iter()
+        .map(|(_, e)| {
+            let utm = e.utm();
+            (source::classify(&e.site, &e.referrer, &utm, &e.url), utm)
+        })
+        .collect();
     let columns: Vec<ArrayRef> = vec![
-        text(&|(id, _)| id.clone()),
+        text(rows, |(id, _)| id),
         Arc::new(
             TimestampMicrosecondArray::from_iter_values(rows.iter().map(|(_, e)| e.ts_ms.saturating_mul(1000)))
                 .with_timezone(UTC),
         ),
-        text(&|(_, e)| e.site.clone()),
-        text(&|(_, e)| e.name.clone()),
-        text(&|(_, e)| e.category().as_str().to_owned()),
-        text(&|(_, e)| e.url.clone()),
-        text(&|(_, e)| e.path().to_owned()),
-        text(&|(_, e)| e.referrer.clone()),
-        derived(&|(s, _)| s.referrer_host.clone()),
-        derived(&|(s, _)| s.name.clone()),
-        derived(&|(s, _)| s.channel.as_str().to_owned()),
-        derived(&|(_, u)| u.source.clone()),
-        derived(&|(_, u)| u.medium.clone()),
-        derived(&|(_, u)| u.campaign.clone()),
-        derived(&|(_, u)| u.term.clone()),
-        derived(&|(_, u)| u.content.clone()),
-        text(&|(_, e)| format!("{:016x}", e.visitor_id)),
-        text(&|(_, e)| e.browser.clone()),
-        text(&|(_, e)| e.os.clone()),
-        text(&|(_, e)| e.device.as_str().to_owned()),
-        text(&|(_, e)| e.country.clone()),
-        text(&|(_, e)| e.props_json()),
+        text(rows, |(_, e)| &e.site),
+        text(rows, |(_, e)| &e.name),
+        text(rows, |(_, e)| e.category().as_str()),
+        text(rows, |(_, e)| &e.url),
+        text(rows, |(_, e)| e.path()),
+        text(rows, |(_, e)| &e.referrer),
+        text(&derived, |(s, _)| &s.referrer_host),
+        text(&derived, |(s, _)| &s.name),
+        text(&derived, |(s, _)| s.channel.as_str()),
+        text(&derived, |(_, u)| &u.source),
+        text(&derived, |(_, u)| &u.medium),
+        text(&derived, |(_, u)| &u.campaign),
+        text(&derived, |(_, u)| &u.term),
+        text(&derived, |(_, u)| &u.content),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(_, e)| format!("{:016x}", e.visitor_id)),
+        )),
+        text(rows, |(_, e)| &e.browser),
+        text(rows, |(_, e)| &e.os),
+        text(rows, |(_, e)| e.device.as_str()),
+        text(rows, |(_, e)| &e.country),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, e)| e.props_json()))),
         Arc::new(
             Decimal128Array::from_iter(
                 rows.iter()
@@ -256,7 +258,8 @@ fn rows_to_batch(schema: &SchemaRef, rows: &[(String, Event)]) -> Result<RecordB
             .with_precision_and_scale(18, 6)?,
         ),
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|(_, e)| e.revenue.as_ref().map(|r| r.currency.clone())),
+            rows.iter()
+                .map(|(_, e)| e.revenue.as_ref().map(|r| r.currency.as_str())),
         )),
     ];
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
