@@ -85,15 +85,22 @@ async fn graceful_shutdown_keeps_every_accepted_event() {
     let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
     let (mut conn, url, stop, task) = start(&redis).await;
     let http = reqwest::Client::new();
+    // One answered request first, so the run cannot end with nothing accepted
+    // however slowly the machine starts the barrage below.
+    assert_eq!(http.post(&url).body(EVENT).send().await.unwrap().status(), 202);
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..400 {
         let (http, url) = (http.clone(), url.clone());
         requests.spawn(async move { http.post(&url).body(EVENT).send().await.map(|r| r.status().as_u16()) });
     }
-    // Shut down while requests are still arriving.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Shut down while requests are still arriving: as soon as more entries
+    // than the first one reached the streams (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_length(&mut conn).await < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     stop.cancel();
-    let mut accepted = 0u64;
+    let mut accepted = 1u64;
     while let Some(r) = requests.join_next().await {
         if let Ok(Ok(202)) = r {
             accepted += 1;
