@@ -153,6 +153,8 @@ struct Session {
     ts_ms: Option<i64>,
     in_cart: bool,
     queued: Vec<(&'static str, String, Option<f64>)>,
+    /// The tracker's first-seen flag for this browser.
+    returning: bool,
 }
 
 /// The traffic model: an endless, reproducible sequence of events.
@@ -200,6 +202,7 @@ impl TrafficModel {
             vr.random_range(1..=254)
         );
         let ua = USER_AGENTS[vr.random_range(0..USER_AGENTS.len())];
+        let returning = vr.random_bool(0.4);
         let total: u32 = REFERRERS.iter().map(|r| r.1).sum();
         let mut pick = self.rng.random_range(0..total);
         let mut referrer = "";
@@ -223,6 +226,7 @@ impl TrafficModel {
             ts_ms,
             in_cart: false,
             queued: Vec::new(),
+            returning,
         }
     }
 
@@ -266,6 +270,7 @@ impl TrafficModel {
             "u": url,
             "d": site,
             "r": s.referrer,
+            "w": u8::from(s.returning),
         });
         if let Some(ts) = s.ts_ms {
             body["ts"] = serde_json::json!(ts);

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -90,6 +90,7 @@ impl From<WriteError> for ApiError {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/event", post(post_event).options(preflight))
+        .route("/t.js", get(crate::tracker::serve))
         .with_state(state)
 }
 

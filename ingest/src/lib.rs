@@ -15,6 +15,7 @@ pub mod enrich;
 pub mod http;
 pub mod payload;
 pub mod registry;
+pub mod tracker;
 pub mod visitor;
 pub mod writer;
 

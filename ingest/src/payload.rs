@@ -68,7 +68,20 @@ pub struct RawEvent {
     /// `{"amount": "12.99" | 12.99, "currency": "EUR"}`.
     #[serde(rename = "$", alias = "revenue")]
     pub revenue: Option<RawRevenue>,
+    /// The tracker's returning-visitor flag: `true`/`1` when the browser had
+    /// visited the site before, `false`/`0` on a first visit.
+    #[serde(alias = "w")]
+    pub returning: Option<serde_json::Value>,
+    /// Engagement pings: milliseconds the page was visible.
+    #[serde(alias = "e")]
+    pub engaged_ms: Option<u64>,
+    /// Engagement pings: deepest scroll, percent of the page.
+    #[serde(alias = "sd")]
+    pub scroll_depth: Option<u64>,
 }
+
+/// Longest engagement time accepted (Plausible's: under 30 days).
+pub const MAX_ENGAGED_MS: u64 = 30 * 86_400_000;
 
 /// Revenue as sent.
 #[derive(Debug, Deserialize)]
@@ -102,6 +115,8 @@ pub enum Rejection {
     Prop(String, String),
     #[error("revenue: {0}")]
     Revenue(String),
+    #[error("returning must be true, false, 1 or 0")]
+    Returning,
 }
 
 /// Decode a request body (JSON, whatever the content type).
@@ -163,8 +178,25 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Re
         Some(ts) => ts,
     };
 
-    let props = validate_props(raw.props, limits)?;
+    let mut props = validate_props(raw.props, limits)?;
+    if name == "engagement" {
+        // The tracker's engagement fields become properties, so the raw
+        // `events` table shows them without a column per tracker feature.
+        if let Some(ms) = raw.engaged_ms {
+            props.push(("engaged_ms".into(), ms.min(MAX_ENGAGED_MS).to_string()));
+        }
+        if let Some(sd) = raw.scroll_depth {
+            props.push(("scroll_depth".into(), sd.min(100).to_string()));
+        }
+    }
     let revenue = raw.revenue.map(validate_revenue).transpose()?;
+    let returning = match raw.returning {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(b),
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(1) => Some(true),
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(0) => Some(false),
+        Some(_) => return Err(Rejection::Returning),
+    };
 
     Ok(Event {
         ts_ms,
@@ -179,6 +211,8 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Re
         country: String::new(),
         props,
         revenue,
+        returning,
+        session_id: 0,
     })
 }
 

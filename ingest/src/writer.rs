@@ -3,18 +3,38 @@
 //! Request handlers hand their event to one writer task over a bounded queue
 //! and wait for its verdict. The writer takes whatever has queued up (never
 //! waiting for more), groups it by shard stream (one Redis Cluster slot each),
-//! and sends each group as one pipeline of `XADD`s, with several pipelines in
-//! flight. Under load many requests share one round trip; when idle an event
-//! is written at once, so no request waits for a timer. A handler answers 202
-//! only after its own `XADD` returned an entry id.
+//! and sends each group as one call of the append script (`append.lua`),
+//! which assigns each event its session and `XADD`s it, with several calls
+//! in flight. Under load many requests share one round trip; when idle an
+//! event is written at once, so no request waits for a timer. A handler
+//! answers 202 only after its own entry id came back.
 
-use redis::Value;
+use redis::{Script, Value};
+use schema::event::RECORD_FIELDS;
+use schema::keys::visit_key;
 use schema::store::RedisConn;
 use schema::{Event, Shard};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
+
+/// A visit ends after this long without events (Plausible's 30 minutes).
+pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
+
+/// A fresh session id for an event that may start a session: a hash of the
+/// visitor and the event time, positive as an `i64` (the record's type) and
+/// never 0 (0 means "no session").
+fn candidate_session(e: &Event) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in e.visitor_id.to_le_bytes().into_iter().chain(e.ts_ms.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h >> 1) as i64).max(1)
+}
 
 /// Why an event was not written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,16 +133,19 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
 }
 
 async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<WriteRequest>) {
-    let stream = shard.stream_key();
-    let mut pipe = redis::pipe();
+    let mut inv = APPEND.prepare_invoke();
+    inv.key(shard.stream_key());
+    inv.arg(reqs.len()).arg(RECORD_FIELDS).arg(SESSION_TIMEOUT_MS);
     for r in &reqs {
-        let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
-        for (k, v) in r.event.to_fields() {
-            cmd.arg(k).arg(v);
+        let e = &r.event;
+        inv.key(visit_key(&e.site, e.visitor_id));
+        inv.arg(candidate_session(e)).arg(e.ts_ms);
+        for (k, v) in e.to_fields() {
+            inv.arg(k).arg(v);
         }
     }
     let started = std::time::Instant::now();
-    let result: Result<Vec<Value>, _> = pipe.query_async(&mut conn).await;
+    let result: Result<Vec<Value>, _> = inv.invoke_async(&mut conn).await;
     metrics::histogram!("tally_ingest_pipeline_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("tally_ingest_pipeline_events").record(reqs.len() as f64);
     match result {
@@ -142,7 +165,7 @@ async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<WriteReques
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, shard = %shard, events = reqs.len(), "XADD pipeline failed");
+            tracing::warn!(error = %e, shard = %shard, events = reqs.len(), "append failed");
             let msg = e.to_string();
             for r in reqs {
                 let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));

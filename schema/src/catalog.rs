@@ -5,6 +5,7 @@
 //! `information_schema` are all generated from one list and cannot drift.
 
 use crate::grain::Grain;
+use crate::report::Report;
 
 /// Column types, named by their PostgreSQL spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,50 +61,6 @@ const fn nullable(name: &'static str, ty: ColumnType, doc: &'static str) -> Colu
     }
 }
 
-/// The pre-aggregated reports, each served at three grains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Report {
-    /// Site-level counters and unique visitors.
-    Traffic,
-    /// Per-path counters.
-    Pages,
-}
-
-impl Report {
-    pub const ALL: [Report; 2] = [Report::Traffic, Report::Pages];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Report::Traffic => "traffic",
-            Report::Pages => "pages",
-        }
-    }
-
-    /// Columns after `site` and `bucket`.
-    pub fn columns(self) -> Vec<Column> {
-        use ColumnType::*;
-        match self {
-            Report::Traffic => vec![
-                col("pageviews", Int8, "page views in the bucket"),
-                col(
-                    "events",
-                    Int8,
-                    "all events in the bucket (page views and custom events)",
-                ),
-                col(
-                    "visitors",
-                    Int8,
-                    "unique visitors in the bucket (HyperLogLog, 0.81% standard error); use unique_visitors() across buckets",
-                ),
-            ],
-            Report::Pages => vec![
-                col("path", Text, "URL path of the page"),
-                col("pageviews", Int8, "page views of this path in the bucket"),
-            ],
-        }
-    }
-}
-
 /// What backs a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
@@ -113,7 +70,12 @@ pub enum TableKind {
     Sites,
     /// The raw events, read from the shard streams.
     Events,
+    /// Visitors and page views of the last minutes, per site.
+    Realtime,
 }
+
+/// How far back the `realtime` table looks.
+pub const REALTIME_WINDOW_MS: i64 = 5 * 60_000;
 
 /// One SQL table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,11 +103,12 @@ pub fn tables() -> Vec<Table> {
                 col("site", Text, "site domain"),
                 col("bucket", TimestampTz, "start of the bucket (UTC)"),
             ];
-            columns.extend(report.columns());
+            columns.extend(report.dimensions().iter().map(|d| col(d.name, Text, d.doc)));
+            columns.extend(report.measures().iter().map(|m| col(m.name, m.ty, m.doc)));
             out.push(Table {
                 name: format!("{}_{}", report.name(), grain.suffix()),
                 kind: TableKind::Aggregate { report, grain },
-                doc: format!("{} report per {}", report.name(), grain.suffix()),
+                doc: format!("{} report per {}: {}", report.name(), grain.suffix(), report.doc()),
                 columns,
             });
         }
@@ -184,6 +147,16 @@ pub fn tables() -> Vec<Table> {
             col("os", Text, "operating system"),
             col("device_type", Text, "desktop, mobile, tablet or other"),
             col("country", Text, "ISO 3166-1 alpha-2 country code, empty when unknown"),
+            nullable(
+                "returning",
+                Bool,
+                "whether the browser had visited the site before (null when the sender did not say)",
+            ),
+            nullable(
+                "session_id",
+                Text,
+                "session id assigned by ingest (16 hex digits), null when none",
+            ),
             col("props", Text, "custom properties as a JSON object"),
             nullable("revenue", Numeric, "revenue amount (exact), null when none"),
             nullable("currency", Text, "revenue currency (ISO 4217), null when none"),
@@ -195,6 +168,17 @@ pub fn tables() -> Vec<Table> {
         doc: "registered sites".into(),
         columns: vec![col("site", Text, "site domain")],
     });
+    out.push(Table {
+        name: "realtime".into(),
+        kind: TableKind::Realtime,
+        doc: "visitors and page views of the last 5 minutes (the current and the 5 previous minute buckets), per site"
+            .into(),
+        columns: vec![
+            col("site", Text, "site domain"),
+            col("visitors", Int8, "unique visitors (HyperLogLog)"),
+            col("pageviews", Int8, "page views"),
+        ],
+    });
     out
 }
 
@@ -205,7 +189,7 @@ mod tests {
     #[test]
     fn every_aggregate_table_starts_with_site_and_bucket() {
         let tables = tables();
-        assert_eq!(tables.len(), 8);
+        assert_eq!(tables.len(), 7 * 3 + 3);
         for t in tables.iter().filter(|t| matches!(t.kind, TableKind::Aggregate { .. })) {
             assert_eq!(t.column_index("site"), Some(0), "{}", t.name);
             assert_eq!(t.column_index("bucket"), Some(1), "{}", t.name);

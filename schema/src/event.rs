@@ -137,6 +137,12 @@ pub struct Event {
     /// Custom properties, string to string, in the order sent.
     pub props: Vec<(String, String)>,
     pub revenue: Option<Revenue>,
+    /// Whether the browser had visited the site before (the tracker's
+    /// first-seen marker); `None` when the sender did not say.
+    pub returning: Option<bool>,
+    /// Session id assigned by ingest (30 minutes of inactivity end a
+    /// session); 0 for none.
+    pub session_id: u64,
 }
 
 /// Why a stream entry could not be decoded into an [`Event`].
@@ -161,7 +167,12 @@ mod field {
     pub const COUNTRY: &str = "c";
     pub const PROPS: &str = "p";
     pub const REVENUE: &str = "$";
+    pub const RETURNING: &str = "w";
+    pub const SESSION: &str = "i";
 }
+
+/// Number of fields of a stream record.
+pub const RECORD_FIELDS: usize = 14;
 
 /// Split a URL into the part after `https://<site>`, if it has that prefix.
 fn relative_to_site<'a>(url: &'a str, site: &str) -> Option<&'a str> {
@@ -209,7 +220,10 @@ impl Event {
     }
 
     /// The stream entry's field/value pairs, always in the same order.
-    pub fn to_fields(&self) -> [(&'static str, String); 12] {
+    ///
+    /// The session id is always the last pair, so that ingest's append
+    /// script can put the session it assigned there.
+    pub fn to_fields(&self) -> [(&'static str, String); RECORD_FIELDS] {
         let url = match relative_to_site(&self.url, &self.site) {
             Some(rest) => rest.to_owned(),
             None => self.url.clone(),
@@ -237,6 +251,16 @@ impl Event {
             (field::COUNTRY, self.country.clone()),
             (field::PROPS, props),
             (field::REVENUE, revenue),
+            (
+                field::RETURNING,
+                match self.returning {
+                    Some(true) => "1",
+                    Some(false) => "0",
+                    None => "",
+                }
+                .to_owned(),
+            ),
+            (field::SESSION, (self.session_id as i64).to_string()),
         ]
     }
 
@@ -245,7 +269,7 @@ impl Event {
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
-        let mut f: [Option<&str>; 12] = [None; 12];
+        let mut f: [Option<&str>; RECORD_FIELDS] = [None; RECORD_FIELDS];
         for (k, v) in pairs {
             let slot = match k {
                 b"t" => 0,
@@ -260,6 +284,8 @@ impl Event {
                 b"c" => 9,
                 b"p" => 10,
                 b"$" => 11,
+                b"w" => 12,
+                b"i" => 13,
                 _ => continue,
             };
             f[slot] = Some(std::str::from_utf8(v).map_err(|_| DecodeError::Invalid("utf-8"))?);
@@ -301,6 +327,16 @@ impl Event {
                 })
             }
         };
+        let returning = match f[12].unwrap_or("") {
+            "" => None,
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => return Err(DecodeError::Invalid(field::RETURNING)),
+        };
+        let session_id = match f[13].unwrap_or("") {
+            "" => 0,
+            text => text.parse::<i64>().map_err(|_| DecodeError::Invalid(field::SESSION))? as u64,
+        };
         Ok(Event {
             ts_ms,
             site,
@@ -314,6 +350,8 @@ impl Event {
             country: f[9].unwrap_or("").to_owned(),
             props,
             revenue,
+            returning,
+            session_id,
         })
     }
 
@@ -341,6 +379,8 @@ impl Event {
             country: String::new(),
             props: Vec::new(),
             revenue: None,
+            returning: None,
+            session_id: 0,
         }
     }
 }
@@ -366,6 +406,8 @@ mod tests {
                 amount: "12.99".into(),
                 currency: "EUR".into(),
             }),
+            returning: Some(true),
+            session_id: 0x7eed_0000_0000_0042,
         }
     }
 

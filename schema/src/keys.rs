@@ -7,15 +7,17 @@
 //! pipelines over one site never cross slots.
 //!
 //! ```text
-//! tally:{s07}:events                                 stream of raw events (shard 7)
-//! tally:v1:{s07}:traffic:m:example.com:202611260658  hash  pageviews, events
-//! tally:v1:{s07}:visitors:m:example.com:202611260658 HLL   visitor ids
-//! tally:v1:{s07}:pages:h:example.com:2026112606      hash  path -> pageviews
-//! tally:v1:{s07}:span:example.com                    hash  first_ms, last_ms
-//! tally:v1:{s07}:applied                             hash  events, batches (streamer progress)
-//! tally:sites                                        hash  site -> registration JSON
-//! tally:salt:20261126                                string daily visitor-id salt
-//! tally:keyspace                                     string active aggregate version
+//! tally:{s07}:events                                  stream of raw events (shard 7)
+//! tally:{s07}:visit:example.com:<visitor>             string  ingest's open session: "<id>:<last ms>"
+//! tally:v1:{s07}:traffic:m:example.com:202611260658   hash    counters of a report bucket (see report.rs)
+//! tally:v1:{s07}:traffic.u:m:example.com:202611260658 HLL     visitor ids of the bucket
+//! tally:v1:{s07}:pages.u:h:example.com:2026112606:/x  HLL     visitor ids of one dimension tuple
+//! tally:v1:{s07}:sess:example.com:<session>           hash    merged facts of one session
+//! tally:v1:{s07}:span:example.com                     hash    first_ms, last_ms
+//! tally:v1:{s07}:applied                              hash    events, batches (streamer progress)
+//! tally:sites                                         hash    site -> registration JSON
+//! tally:salt:20261126                                 string  daily visitor-id salt
+//! tally:keyspace                                      string  active aggregate version
 //! ```
 //!
 //! Aggregate keys carry a keyspace version (`v1`) so that a replay can build a
@@ -24,6 +26,7 @@
 //! computed from.
 
 use crate::grain::Grain;
+use crate::report::Report;
 use std::fmt;
 
 /// Number of shard streams. Fixed for a deployment: changing it would move
@@ -74,33 +77,6 @@ impl fmt::Display for Shard {
     }
 }
 
-/// The per-bucket aggregate families kept in the key-map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// Hash of site-level counters (`pageviews`, `events`).
-    Traffic,
-    /// HyperLogLog of visitor ids.
-    Visitors,
-    /// Hash of path -> pageviews.
-    Pages,
-}
-
-impl Family {
-    pub const fn code(self) -> &'static str {
-        match self {
-            Family::Traffic => "traffic",
-            Family::Visitors => "visitors",
-            Family::Pages => "pages",
-        }
-    }
-}
-
-/// Field names inside the traffic hash.
-pub mod traffic_fields {
-    pub const PAGEVIEWS: &str = "pageviews";
-    pub const EVENTS: &str = "events";
-}
-
 /// Field names inside the span hash.
 pub mod span_fields {
     pub const FIRST_MS: &str = "first_ms";
@@ -130,15 +106,50 @@ impl Keyspace {
         format!("{PREFIX}:v{}:{}", self.version, shard.tag())
     }
 
-    /// Key of one aggregate bucket of a site.
-    pub fn bucket_key(self, family: Family, grain: Grain, site: &str, bucket_ms: i64) -> String {
+    /// The counter hash of one report bucket of a site.
+    pub fn report_key(self, report: Report, grain: Grain, site: &str, bucket_ms: i64) -> String {
         format!(
             "{}:{}:{}:{}:{}",
             self.base(Shard::of_site(site)),
-            family.code(),
+            report.code(),
             grain.code(),
             site,
             grain.label(bucket_ms)
+        )
+    }
+
+    /// The HyperLogLog of one report bucket and dimension tuple (or, for a
+    /// report without dimensions, variant); `suffix` empty for none.
+    pub fn unique_key(self, report: Report, grain: Grain, site: &str, bucket_ms: i64, suffix: &str) -> String {
+        let mut k = format!(
+            "{}:{}.u:{}:{}:{}",
+            self.base(Shard::of_site(site)),
+            report.code(),
+            grain.code(),
+            site,
+            grain.label(bucket_ms)
+        );
+        if !suffix.is_empty() {
+            k.push(':');
+            k.push_str(suffix);
+        }
+        k
+    }
+
+    /// Prefix of every aggregate key of a shard (`tally:v1:{s07}:`); the
+    /// apply script builds the bucket keys of a session's start from it.
+    pub fn shard_prefix(self, shard: Shard) -> String {
+        format!("{}:", self.base(shard))
+    }
+
+    /// The merged facts of one session (start, end, page views, entry and
+    /// exit page, source, device, country).
+    pub fn session_key(self, site: &str, session_id: u64) -> String {
+        format!(
+            "{}:sess:{}:{}",
+            self.base(Shard::of_site(site)),
+            site,
+            session_id as i64
         )
     }
 
@@ -157,6 +168,16 @@ impl Keyspace {
     pub fn group(self) -> String {
         format!("{PREFIX}:agg:v{}", self.version)
     }
+}
+
+/// Ingest's open session of a visitor on a site.
+pub fn visit_key(site: &str, visitor_id: u64) -> String {
+    format!(
+        "{PREFIX}:{}:visit:{}:{:016x}",
+        Shard::of_site(site).tag(),
+        site,
+        visitor_id
+    )
 }
 
 /// The site registry.
@@ -185,9 +206,11 @@ mod tests {
         let tag = Shard::of_site(site).tag();
         for k in [
             Shard::of_site(site).stream_key(),
-            ks.bucket_key(Family::Traffic, Grain::Minute, site, 0),
-            ks.bucket_key(Family::Visitors, Grain::Day, site, 0),
+            ks.report_key(Report::Traffic, Grain::Minute, site, 0),
+            ks.unique_key(Report::Pages, Grain::Day, site, 0, "/a:b"),
+            ks.session_key(site, 42),
             ks.span_key(site),
+            visit_key(site, 7),
         ] {
             assert!(k.contains(&tag), "{k} lacks {tag}");
             assert_eq!(k.matches('{').count(), 1, "{k}: exactly one hash tag");
@@ -204,8 +227,12 @@ mod tests {
         }
         assert_eq!(seen.len(), SHARDS as usize);
         assert_eq!(
-            Keyspace::default().bucket_key(Family::Traffic, Grain::Hour, "a.io", 3_600_000),
+            Keyspace::default().report_key(Report::Traffic, Grain::Hour, "a.io", 3_600_000),
             format!("tally:v1:{}:traffic:h:a.io:1970010101", Shard::of_site("a.io").tag())
+        );
+        assert_eq!(
+            Keyspace::default().unique_key(Report::Traffic, Grain::Hour, "a.io", 3_600_000, ""),
+            format!("tally:v1:{}:traffic.u:h:a.io:1970010101", Shard::of_site("a.io").tag())
         );
     }
 }

@@ -10,6 +10,7 @@
 //! - [`keys`]: shard routing by site, hash tags, every Redis key name.
 //! - [`grain`]: minute/hour/day buckets and their labels.
 //! - [`source`]: referrer source, channel and UTM tags, derived on decode.
+//! - [`report`]: the reports' dimensions and measures and their hash fields.
 //! - [`catalog`]: the SQL tables, their columns and types.
 //! - [`site`]: validation of site domains and the site registry.
 //! - [`store`]: one Redis connection type over a single node or a Cluster.
@@ -20,6 +21,7 @@ pub mod event;
 pub mod grain;
 pub mod keys;
 pub mod ops;
+pub mod report;
 pub mod site;
 pub mod source;
 pub mod store;

@@ -2,12 +2,16 @@
 //!
 //! A batch of a thousand events touches far fewer keys than it has events, so
 //! the streamer folds it into per-key deltas first (counter increments,
-//! HyperLogLog members, span min/max) and sends those to Redis in one script
-//! call. Every delta is an order-independent merge (sum, set union, min, max),
-//! so batches may be applied in any order and by any consumer.
+//! HyperLogLog members, span min/max) and the merged facts of each session it
+//! touches, and sends those to Redis in one script call. Every delta is an
+//! order-independent merge (sum, set union, min, max; sessions see
+//! [`crate::sessions`]), so batches may be applied in any order and by any
+//! consumer.
 
+use crate::sessions::{self, SessionFacts, device_tuple};
 use schema::event::Category;
-use schema::keys::{Family, span_fields, traffic_fields};
+use schema::keys::span_fields;
+use schema::report::{self, Report, code, unique};
 use schema::{Event, Grain, Keyspace};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +21,9 @@ pub struct Retention {
     pub minute_secs: u64,
     pub hour_secs: u64,
     pub day_secs: u64,
+    /// Lifetime of a session's merged facts after its last batch. A late
+    /// event of a session whose facts expired starts a new visit.
+    pub session_secs: u64,
 }
 
 impl Default for Retention {
@@ -25,6 +32,7 @@ impl Default for Retention {
             minute_secs: 48 * 3600,
             hour_secs: 0,
             day_secs: 0,
+            session_secs: 26 * 3600,
         }
     }
 }
@@ -56,6 +64,8 @@ pub enum Delta {
 pub struct Deltas {
     /// (key, kind code) -> (delta, ttl seconds)
     pub ops: BTreeMap<(String, char), (Delta, u64)>,
+    /// The merged facts of each session in the batch, by (site, session).
+    pub sessions: BTreeMap<(String, u64), SessionFacts>,
 }
 
 impl Deltas {
@@ -105,7 +115,7 @@ impl Deltas {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.sessions.is_empty()
     }
 }
 
@@ -116,30 +126,100 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, 
         let category = e.category();
         if category == Category::Engagement {
             // Engagement pings only carry time-on-page; they are not events
-            // in the traffic counts (Plausible's definition).
+            // in the counts (Plausible's definition).
             continue;
         }
         let pageview = category == Category::Pageview;
         let visitor = format!("{:016x}", e.visitor_id);
+        let path = e.path();
+        let device = device_tuple(e);
+        let country = report::tuple(&[e.country.as_str()]);
+        let conversion = (!pageview).then(|| {
+            let currency = e.revenue.as_ref().map_or("", |r| r.currency.as_str());
+            let micros = e.revenue.as_ref().and_then(|r| report::revenue_micros(&r.amount));
+            (report::tuple(&[e.name.as_str(), currency]), micros)
+        });
+        let props: Vec<String> = e
+            .props
+            .iter()
+            .map(|(k, v)| report::field(code::EVENTS, &report::tuple(&[e.name.as_str(), k, v]), true))
+            .collect();
+        let returning = match e.returning {
+            Some(true) => Some(unique::RETURNING),
+            Some(false) => Some(unique::NEW),
+            None => None,
+        };
         for grain in Grain::ALL {
-            let bucket = grain.truncate(e.ts_ms);
+            let b = grain.truncate(e.ts_ms);
             let ttl = retention.for_grain(grain);
-            let traffic = ks.bucket_key(Family::Traffic, grain, &e.site, bucket);
-            d.incr(traffic.clone(), ttl, traffic_fields::EVENTS, 1);
-            if pageview {
-                d.incr(traffic, ttl, traffic_fields::PAGEVIEWS, 1);
-                d.incr(ks.bucket_key(Family::Pages, grain, &e.site, bucket), ttl, e.path(), 1);
+            let hash = |r: Report| ks.report_key(r, grain, &e.site, b);
+            let hll = |r: Report, suffix: &str| ks.unique_key(r, grain, &e.site, b, suffix);
+
+            let traffic = hash(Report::Traffic);
+            d.incr(traffic.clone(), ttl, code::EVENTS, 1);
+            d.union(hll(Report::Traffic, ""), ttl, visitor.clone());
+            if let Some(variant) = returning {
+                d.union(hll(Report::Traffic, variant), ttl, visitor.clone());
             }
-            d.union(
-                ks.bucket_key(Family::Visitors, grain, &e.site, bucket),
-                ttl,
-                visitor.clone(),
-            );
+            if pageview {
+                d.incr(traffic, ttl, code::PAGEVIEWS, 1);
+                d.incr(hash(Report::Pages), ttl, &report::field(code::PAGEVIEWS, path, true), 1);
+                d.union(hll(Report::Pages, path), ttl, visitor.clone());
+            }
+            d.union(hll(Report::Devices, &device), ttl, visitor.clone());
+            d.union(hll(Report::Locations, &country), ttl, visitor.clone());
+            if let Some((tuple, micros)) = &conversion {
+                let conversions = hash(Report::Conversions);
+                d.incr(conversions.clone(), ttl, &report::field(code::EVENTS, tuple, true), 1);
+                if let Some(m) = micros {
+                    d.incr(conversions, ttl, &report::field(code::REVENUE, tuple, true), *m);
+                }
+                d.union(hll(Report::Conversions, tuple), ttl, visitor.clone());
+            }
+            if !props.is_empty() {
+                let key = hash(Report::EventProps);
+                for f in &props {
+                    d.incr(key.clone(), ttl, f, 1);
+                }
+            }
         }
         let span = ks.span_key(&e.site);
         d.extreme(span.clone(), span_fields::FIRST_MS, e.ts_ms, false);
         d.extreme(span, span_fields::LAST_MS, e.ts_ms, true);
+        if let Some(f) = SessionFacts::of_event(e) {
+            match d.sessions.get_mut(&(e.site.clone(), e.session_id)) {
+                Some(s) => s.merge(&f),
+                None => {
+                    d.sessions.insert((e.site.clone(), e.session_id), f);
+                }
+            }
+        }
     }
+    d
+}
+
+/// Everything the key-map should hold for a complete set of events: the
+/// batch deltas plus the final contribution of every session (what the
+/// apply script's session merges converge to). `tally verify` and the tests
+/// compare the key-map with this.
+pub fn recompute<'a>(events: impl IntoIterator<Item = &'a Event> + Clone, ks: Keyspace) -> Deltas {
+    let retention = Retention::default();
+    let mut d = aggregate(events.clone(), ks, retention);
+    let all = sessions::sessions(events);
+    for ((key, field), v) in sessions::session_counters(all.values(), ks) {
+        let ttl = 0;
+        d.incr(key, ttl, &field, v);
+    }
+    for s in all.values() {
+        for grain in Grain::ALL {
+            d.union(
+                ks.unique_key(Report::Sources, grain, &s.site, s.start.ts_ms, &s.start.value),
+                retention.for_grain(grain),
+                format!("{:016x}", s.visitor_id),
+            );
+        }
+    }
+    d.sessions.clear();
     d
 }
 
@@ -174,16 +254,18 @@ mod tests {
         ];
         let d = aggregate(&events, ks, Retention::default());
         let m = Grain::Minute.truncate(t0);
-        let tk = ks.bucket_key(Family::Traffic, Grain::Minute, "a.io", m);
+        let tk = ks.report_key(Report::Traffic, Grain::Minute, "a.io", m);
+        assert_eq!(incr(&d, &tk), BTreeMap::from([("ev".into(), 4), ("pv".into(), 3)]));
+        let pk = ks.report_key(Report::Pages, Grain::Minute, "a.io", m);
         assert_eq!(
-            incr(&d, &tk),
-            BTreeMap::from([("events".into(), 4), ("pageviews".into(), 3)])
+            incr(&d, &pk),
+            BTreeMap::from([("pv\u{1f}/".into(), 1), ("pv\u{1f}/x".into(), 2)])
         );
-        let pk = ks.bucket_key(Family::Pages, Grain::Minute, "a.io", m);
-        assert_eq!(incr(&d, &pk), BTreeMap::from([("/".into(), 1), ("/x".into(), 2)]));
-        let dk = ks.bucket_key(Family::Traffic, Grain::Day, "a.io", t0);
-        assert_eq!(incr(&d, &dk)["pageviews"], 4);
-        let vk = ks.bucket_key(Family::Visitors, Grain::Minute, "a.io", m);
+        let ck = ks.report_key(Report::Conversions, Grain::Minute, "a.io", m);
+        assert_eq!(incr(&d, &ck), BTreeMap::from([("ev\u{1f}signup\u{1f}".into(), 1)]));
+        let dk = ks.report_key(Report::Traffic, Grain::Day, "a.io", t0);
+        assert_eq!(incr(&d, &dk)["pv"], 4);
+        let vk = ks.unique_key(Report::Traffic, Grain::Minute, "a.io", m, "");
         assert_eq!(
             d.ops[&(vk.clone(), 'P')].0,
             Delta::Union(BTreeSet::from([format!("{:016x}", 1), format!("{:016x}", 2)]))

@@ -209,7 +209,7 @@ async fn process(
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let deltas = aggregate(entries.iter().filter_map(|e| e.event.as_ref()), ks, opts.retention);
         let started = Instant::now();
-        match apply_batch(conn, ks, shard, &opts.consumer, &ids, &deltas).await {
+        match apply_batch(conn, ks, shard, &opts.consumer, &ids, &deltas, opts.retention).await {
             Ok(ApplyOutcome::Applied(n)) => {
                 metrics::counter!("tally_streamer_events_applied_total").increment(n as u64);
                 metrics::histogram!("tally_streamer_apply_seconds").record(started.elapsed().as_secs_f64());

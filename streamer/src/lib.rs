@@ -19,6 +19,7 @@ pub mod apply;
 pub mod consumer;
 pub mod progress;
 pub mod retention;
+pub mod sessions;
 pub mod verify;
 mod xinfo;
 
@@ -64,6 +65,10 @@ pub struct StreamerConfig {
     /// not yet applied by every consumer group are kept regardless.
     #[arg(long, env = "TALLY_STREAM_RETENTION_HOURS", default_value_t = 168)]
     pub stream_retention_hours: u64,
+    /// Keep a session's merged facts this many hours after its last event
+    /// was applied; a later event of that session starts a new visit.
+    #[arg(long, env = "TALLY_SESSION_STATE_HOURS", default_value_t = 26)]
+    pub session_state_hours: u64,
 }
 
 impl StreamerConfig {
@@ -77,6 +82,7 @@ impl StreamerConfig {
             hour_retention_days: 0,
             day_retention_days: 0,
             stream_retention_hours: 168,
+            session_state_hours: 26,
         }
     }
 
@@ -90,6 +96,7 @@ impl StreamerConfig {
             minute_secs: self.minute_retention_hours * 3600,
             hour_secs: self.hour_retention_days * 86_400,
             day_secs: self.day_retention_days * 86_400,
+            session_secs: self.session_state_hours.max(1) * 3600,
         };
         o
     }

@@ -4,8 +4,8 @@
 
 use harness::RedisServer;
 use redis::Value;
-use schema::keys::{Family, traffic_fields};
 use schema::ops::CancellationToken;
+use schema::report::{Report, code};
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
 use std::time::{Duration, Instant};
@@ -66,10 +66,10 @@ fn deltas_for(ids: &[String], all: &[String]) -> tally_streamer::aggregate::Delt
 }
 
 async fn pageviews(conn: &mut RedisConn, ks: Keyspace) -> i64 {
-    let key = ks.bucket_key(Family::Traffic, Grain::Day, SITE, TS);
+    let key = ks.report_key(Report::Traffic, Grain::Day, SITE, TS);
     let v: Option<i64> = redis::cmd("HGET")
         .arg(key)
-        .arg(traffic_fields::PAGEVIEWS)
+        .arg(code::PAGEVIEWS)
         .query_async(conn)
         .await
         .unwrap();
@@ -94,12 +94,16 @@ async fn a_replayed_batch_is_not_counted_twice() {
     let ids = read(&mut conn, ks, shard, "c1", 10).await;
     let d = deltas_for(&ids, &all);
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &ids, &d).await.unwrap(),
+        apply_batch(&mut conn, ks, shard, "c1", &ids, &d, Retention::default())
+            .await
+            .unwrap(),
         ApplyOutcome::Applied(10)
     );
     // The same call again (a retry after a lost reply, or a replay).
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &ids, &d).await.unwrap(),
+        apply_batch(&mut conn, ks, shard, "c1", &ids, &d, Retention::default())
+            .await
+            .unwrap(),
         ApplyOutcome::NotPending
     );
     assert_eq!(pageviews(&mut conn, ks).await, 10);
@@ -124,22 +128,46 @@ async fn a_partly_claimed_batch_is_split_exactly() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let outcome = apply_batch(&mut conn, ks, shard, "c1", &ids, &deltas_for(&ids, &all))
-        .await
-        .unwrap();
+    let outcome = apply_batch(
+        &mut conn,
+        ks,
+        shard,
+        "c1",
+        &ids,
+        &deltas_for(&ids, &all),
+        Retention::default(),
+    )
+    .await
+    .unwrap();
     let kept: Vec<String> = ids.iter().filter(|i| !stolen.contains(i)).cloned().collect();
     assert_eq!(outcome, ApplyOutcome::Partial(kept.clone()));
     assert_eq!(pageviews(&mut conn, ks).await, 0, "nothing applied by a refused call");
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &kept, &deltas_for(&kept, &all))
-            .await
-            .unwrap(),
+        apply_batch(
+            &mut conn,
+            ks,
+            shard,
+            "c1",
+            &kept,
+            &deltas_for(&kept, &all),
+            Retention::default()
+        )
+        .await
+        .unwrap(),
         ApplyOutcome::Applied(4)
     );
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c2", &stolen, &deltas_for(&stolen, &all))
-            .await
-            .unwrap(),
+        apply_batch(
+            &mut conn,
+            ks,
+            shard,
+            "c2",
+            &stolen,
+            &deltas_for(&stolen, &all),
+            Retention::default()
+        )
+        .await
+        .unwrap(),
         ApplyOutcome::Applied(2)
     );
     assert_eq!(pageviews(&mut conn, ks).await, 6);
@@ -152,7 +180,7 @@ async fn malformed_ops_are_refused_before_any_write() {
     add(&mut conn, shard, 1).await;
     ensure_group(&mut conn, ks, shard).await.unwrap();
     let ids = read(&mut conn, ks, shard, "c1", 1).await;
-    let key = ks.bucket_key(Family::Traffic, Grain::Day, SITE, TS);
+    let key = ks.report_key(Report::Traffic, Grain::Day, SITE, TS);
     let r: redis::RedisResult<Value> = redis::Script::new(include_str!("../src/apply.lua"))
         .key(shard.stream_key())
         .key(ks.applied_key(shard))
@@ -165,9 +193,9 @@ async fn malformed_ops_are_refused_before_any_write() {
         .arg(3)
         .arg(0)
         .arg(2)
-        .arg("pageviews")
+        .arg(code::PAGEVIEWS)
         .arg(1)
-        .arg("events")
+        .arg(code::EVENTS)
         .arg("1.5")
         .invoke_async(&mut conn)
         .await;

@@ -9,7 +9,9 @@ use crate::keymap::{KeymapReader, ReportRow};
 use crate::pushdown::{self, ScanBounds};
 use crate::tables::UTC;
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
@@ -21,7 +23,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::{StreamExt, TryStreamExt};
 use schema::Grain;
-use schema::catalog::Report;
+use schema::catalog::ColumnType;
+use schema::report::{MeasureKind, Report};
 use std::fmt;
 use std::sync::Arc;
 
@@ -70,12 +73,30 @@ impl TableProvider for AggregateTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Visitors columns cost a PFCOUNT per row: count them only when the
+        // query reads one (or a filter needs one).
+        let dims = 2 + self.report.dimensions().len();
+        let unique_column = |i: &usize| {
+            *i >= dims
+                && self
+                    .report
+                    .measures()
+                    .get(*i - dims)
+                    .is_some_and(|m| matches!(m.kind, MeasureKind::Unique(_)))
+        };
+        let with_uniques = projection.is_none_or(|p| p.iter().any(unique_column))
+            || filters.iter().any(|f| {
+                f.column_refs()
+                    .iter()
+                    .any(|c| self.schema.index_of(c.name()).is_ok_and(|i| unique_column(&i)))
+            });
         let partition = Arc::new(AggregatePartition {
             schema: self.schema.clone(),
             report: self.report,
             grain: self.grain,
             reader: self.reader.clone(),
             bounds: pushdown::analyze(filters),
+            with_uniques,
         });
         super::streaming_scan(self.schema.clone(), vec![partition], projection, limit)
     }
@@ -87,6 +108,7 @@ struct AggregatePartition {
     grain: Grain,
     reader: KeymapReader,
     bounds: ScanBounds,
+    with_uniques: bool,
 }
 
 impl fmt::Debug for AggregatePartition {
@@ -111,12 +133,13 @@ impl PartitionStream for AggregatePartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (reader, bounds, report, grain, schema) = (
+        let (reader, bounds, report, grain, schema, with_uniques) = (
             self.reader.clone(),
             self.bounds.clone(),
             self.report,
             self.grain,
             self.schema.clone(),
+            self.with_uniques,
         );
         let setup_reader = reader.clone();
         let setup_bounds = bounds.clone();
@@ -134,7 +157,7 @@ impl PartitionStream for AggregatePartition {
                 let (reader, bounds, schema) = (reader.clone(), bounds.clone(), schema.clone());
                 async move {
                     let rows = reader
-                        .read_site(ks, report, grain, &site, &bounds)
+                        .read_site(ks, report, grain, &site, &bounds, with_uniques)
                         .await
                         .map_err(external)?;
                     rows_to_batch(&schema, report, &site, &rows)
@@ -152,51 +175,24 @@ fn bucket_array(ms: impl Iterator<Item = i64>) -> ArrayRef {
 
 fn rows_to_batch(schema: &SchemaRef, report: Report, site: &str, rows: &[ReportRow]) -> Result<RecordBatch> {
     let n = rows.len();
-    let site_col: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(site, n)));
-    let columns: Vec<ArrayRef> = match report {
-        Report::Traffic => {
-            let get = |f: fn(&ReportRow) -> Option<i64>| -> ArrayRef {
-                Arc::new(Int64Array::from_iter_values(rows.iter().filter_map(f)))
-            };
-            vec![
-                site_col,
-                bucket_array(rows.iter().filter_map(|r| match r {
-                    ReportRow::Traffic { bucket_ms, .. } => Some(*bucket_ms),
-                    _ => None,
-                })),
-                get(|r| match r {
-                    ReportRow::Traffic { pageviews, .. } => Some(*pageviews),
-                    _ => None,
-                }),
-                get(|r| match r {
-                    ReportRow::Traffic { events, .. } => Some(*events),
-                    _ => None,
-                }),
-                get(|r| match r {
-                    ReportRow::Traffic { visitors, .. } => Some(*visitors),
-                    _ => None,
-                }),
-            ]
-        }
-        Report::Pages => {
-            let pages: Vec<(i64, &str, i64)> = rows
-                .iter()
-                .filter_map(|r| match r {
-                    ReportRow::Page {
-                        bucket_ms,
-                        path,
-                        pageviews,
-                    } => Some((*bucket_ms, path.as_str(), *pageviews)),
-                    _ => None,
-                })
-                .collect();
-            vec![
-                site_col,
-                bucket_array(pages.iter().map(|p| p.0)),
-                Arc::new(StringArray::from_iter_values(pages.iter().map(|p| p.1))),
-                Arc::new(Int64Array::from_iter_values(pages.iter().map(|p| p.2))),
-            ]
-        }
-    };
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(site, n))),
+        bucket_array(rows.iter().map(|r| r.bucket_ms)),
+    ];
+    for d in 0..report.dimensions().len() {
+        columns.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.dims.get(d).map_or("", String::as_str)),
+        )));
+    }
+    for (i, m) in report.measures().iter().enumerate() {
+        let values = rows.iter().map(|r| r.values.get(i).copied().unwrap_or(0));
+        columns.push(match m.ty {
+            // Revenue is kept in millionths: exactly numeric(18,6).
+            ColumnType::Numeric => {
+                Arc::new(Decimal128Array::from_iter_values(values.map(i128::from)).with_precision_and_scale(18, 6)?)
+            }
+            _ => Arc::new(Int64Array::from_iter_values(values)),
+        });
+    }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

@@ -12,7 +12,9 @@
 use crate::pushdown::{self, ScanBounds};
 use crate::tables::UTC;
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
@@ -24,6 +26,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
 use redis::streams::StreamRangeReply;
+use schema::report::revenue_micros;
 use schema::source::{self, Source, Utm};
 use schema::store::RedisConn;
 use schema::{Event, Shard};
@@ -191,23 +194,6 @@ impl PartitionStream for ShardPartition {
     }
 }
 
-/// `"49.9"` -> 49_900_000 at scale 6; `None` if not a decimal.
-pub fn decimal_units(amount: &str, scale: u32) -> Option<i128> {
-    let (neg, digits) = match amount.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, amount),
-    };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if int.is_empty() || frac.len() > scale as usize || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut v: i128 = int.parse().ok()?;
-    for i in 0..scale as usize {
-        v = v.checked_mul(10)? + frac.as_bytes().get(i).map_or(0, |d| i128::from(d - b'0'));
-    }
-    Some(if neg { -v } else { v })
-}
-
 /// A text column borrowed from `items` (no per-cell allocation).
 fn text<'a, T>(items: &'a [T], f: impl Fn(&'a T) -> &'a str) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(items.iter().map(f)))
@@ -249,12 +235,19 @@ fn rows_to_batch(schema: &SchemaRef, rows: &[(String, Event)]) -> Result<RecordB
         text(rows, |(_, e)| &e.os),
         text(rows, |(_, e)| e.device.as_str()),
         text(rows, |(_, e)| &e.country),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|(_, e)| e.returning))),
+        Arc::new(StringArray::from_iter(
+            rows.iter()
+                .map(|(_, e)| (e.session_id != 0).then(|| format!("{:016x}", e.session_id))),
+        )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, e)| e.props_json()))),
         Arc::new(
-            Decimal128Array::from_iter(
-                rows.iter()
-                    .map(|(_, e)| e.revenue.as_ref().and_then(|r| decimal_units(&r.amount, 6))),
-            )
+            Decimal128Array::from_iter(rows.iter().map(|(_, e)| {
+                e.revenue
+                    .as_ref()
+                    .and_then(|r| revenue_micros(&r.amount))
+                    .map(i128::from)
+            }))
             .with_precision_and_scale(18, 6)?,
         ),
         Arc::new(StringArray::from_iter(
@@ -268,16 +261,6 @@ fn rows_to_batch(schema: &SchemaRef, rows: &[(String, Event)]) -> Result<RecordB
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_are_exact() {
-        assert_eq!(decimal_units("49.9", 6), Some(49_900_000));
-        assert_eq!(decimal_units("-0.000001", 6), Some(-1));
-        assert_eq!(decimal_units("12", 2), Some(1200));
-        assert_eq!(decimal_units("1.2345678", 6), None);
-        assert_eq!(decimal_units("1e5", 6), None);
-        assert_eq!(decimal_units("", 6), None);
-    }
 
     #[test]
     fn time_filters_widen_to_arrival_windows() {

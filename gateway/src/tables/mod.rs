@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod events;
+pub mod realtime;
 pub mod sites;
 pub mod unique_visitors;
 
@@ -59,6 +60,7 @@ pub fn providers(reader: &KeymapReader) -> Vec<(String, Arc<dyn TableProvider>)>
                 )),
                 TableKind::Sites => Arc::new(sites::SitesTable::new(arrow_schema(&t), reader.clone())),
                 TableKind::Events => Arc::new(events::EventsTable::new(arrow_schema(&t), reader.conn())),
+                TableKind::Realtime => Arc::new(realtime::RealtimeTable::new(arrow_schema(&t), reader.clone())),
             };
             (t.name, provider)
         })

@@ -30,7 +30,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
-use schema::keys::Family;
+use schema::report::Report;
 use schema::{Grain, Keyspace};
 use std::fmt;
 use std::sync::Arc;
@@ -196,7 +196,7 @@ impl PartitionStream for UniqueVisitorsTable {
             let now = chrono::Utc::now().timestamp_millis();
             let keys: Vec<String> = covering(me.from_ms, me.to_ms, now - me.minute_retention_ms)
                 .into_iter()
-                .map(|(g, b)| ks.bucket_key(Family::Visitors, g, &me.site, b))
+                .map(|(g, b)| ks.unique_key(Report::Traffic, g, &me.site, b, ""))
                 .collect();
             let visitors: i64 = if keys.is_empty() {
                 0

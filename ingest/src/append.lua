@@ -1,0 +1,41 @@
+-- Tally ingest: assign each event its session and append it to the shard
+-- stream, for a group of events of one shard, in one atomic call.
+--
+-- A visitor's open session lives in a string "<session id>:<last event ms>"
+-- that expires after the inactivity timeout. An event within the timeout of
+-- the last one (in event time, so back-dated events from the batch API are
+-- placed right) continues the session; otherwise the event's candidate id
+-- starts a new one. The session id is written into the record's last field.
+--
+-- KEYS[1]        the shard stream
+-- KEYS[1 + i]    visit key of event i (same hash tag as the stream)
+-- ARGV[1]        n events, ARGV[2] fields per record (pairs), ARGV[3] timeout ms
+-- then per event: candidate session id, event ms, the record's field/value
+-- pairs (the last pair is the session field).
+-- Returns the entry ids, in order.
+
+local n, m, timeout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if n == nil or m == nil or timeout == nil or #KEYS ~= n + 1 or #ARGV ~= 3 + n * (2 + 2 * m) then
+  return redis.error_reply('ERR tally append: bad arguments')
+end
+local ids = {}
+local p = 4
+for i = 1, n do
+  local key, sid, ts = KEYS[i + 1], ARGV[p], ARGV[p + 1]
+  local last = ts
+  local cur = redis.call('GET', key)
+  if cur then
+    local open, open_last = string.match(cur, '^(%-?%d+):(%-?%d+)$')
+    if open and math.abs(tonumber(ts) - tonumber(open_last)) <= timeout then
+      sid = open
+      if tonumber(open_last) > tonumber(ts) then last = open_last end
+    end
+  end
+  redis.call('SET', key, sid .. ':' .. last, 'PX', timeout)
+  local record = {KEYS[1], '*'}
+  for j = p + 2, p + 1 + 2 * m do record[#record + 1] = ARGV[j] end
+  record[#record] = sid
+  ids[i] = redis.call('XADD', unpack(record))
+  p = p + 2 + 2 * m
+end
+return ids

@@ -1,0 +1,298 @@
+//! Session-level figures: visits, bounces, durations, entry and exit pages,
+//! and the source, device and country of each visit.
+//!
+//! A session's figures depend on all of its events (a bounce is a session
+//! with exactly one page view), and its events may be processed by different
+//! consumers, in different batches, in any order. So the facts of a session
+//! are kept as an order-independent merge — start = min, end = max, counts
+//! summed, entry = the page view with the lowest (time, tie), exit = the one
+//! with the highest, source = that of the earliest event — in a Redis hash
+//! per session, and the apply script replaces the session's old contribution
+//! to the reports by its new one whenever a batch changes its facts (see
+//! `apply.lua`). The final counters then depend only on the set of events.
+//!
+//! This module computes the facts of a batch (sent to the script) and the
+//! contribution of final facts (used by `tally verify` and the tests to
+//! recompute the same counters independently of the script).
+
+use schema::event::Category;
+use schema::report::{self, Report, code};
+use schema::{Event, Grain, Keyspace};
+use std::collections::BTreeMap;
+
+/// A session is idle-ended after this long without events (Plausible's 30
+/// minutes); ingest applies it when it assigns session ids.
+pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
+
+/// A point of an order-independent choice: the earliest (or latest) event
+/// wins, and equal times are broken by a hash of the value so that every
+/// order of arrival picks the same one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pick {
+    pub ts_ms: i64,
+    pub tie: u32,
+    pub value: String,
+}
+
+impl Pick {
+    fn new(ts_ms: i64, value: String) -> Pick {
+        Pick {
+            ts_ms,
+            tie: fnv32(&value),
+            value,
+        }
+    }
+}
+
+fn fnv32(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// What a set of events says about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFacts {
+    pub site: String,
+    pub session_id: u64,
+    pub visitor_id: u64,
+    /// Earliest event; its value is the source tuple of the visit.
+    pub start: Pick,
+    pub end_ms: i64,
+    pub pageviews: i64,
+    /// Custom and e-commerce events (they make a visit not a bounce).
+    pub interactive: i64,
+    /// First page view; value = path.
+    pub entry: Option<Pick>,
+    /// Last page view; value = path.
+    pub exit: Option<Pick>,
+    /// Device tuple (browser, os, device type) and country: the same for
+    /// every event of a visitor.
+    pub device: String,
+    pub country: String,
+}
+
+/// The source dimension tuple of an event (see [`Report::Sources`]).
+pub fn source_tuple(e: &Event) -> String {
+    let src = e.source();
+    let utm = e.utm();
+    report::tuple(&[
+        src.channel.as_str(),
+        src.name.as_str(),
+        src.referrer_host.as_str(),
+        utm.source.as_str(),
+        utm.medium.as_str(),
+        utm.campaign.as_str(),
+    ])
+}
+
+/// The device dimension tuple of an event (see [`Report::Devices`]).
+pub fn device_tuple(e: &Event) -> String {
+    report::tuple(&[e.browser.as_str(), e.os.as_str(), e.device.as_str()])
+}
+
+impl SessionFacts {
+    /// The facts of one event, if it belongs to a session (engagement pings
+    /// and records without a session id do not).
+    pub fn of_event(e: &Event) -> Option<SessionFacts> {
+        let category = e.category();
+        if e.session_id == 0 || category == Category::Engagement {
+            return None;
+        }
+        let pageview = category == Category::Pageview;
+        let page = pageview.then(|| Pick::new(e.ts_ms, e.path().to_owned()));
+        Some(SessionFacts {
+            site: e.site.clone(),
+            session_id: e.session_id,
+            visitor_id: e.visitor_id,
+            start: Pick::new(e.ts_ms, source_tuple(e)),
+            end_ms: e.ts_ms,
+            pageviews: i64::from(pageview),
+            interactive: i64::from(!pageview),
+            entry: page.clone(),
+            exit: page,
+            device: device_tuple(e),
+            country: report::tuple(&[e.country.as_str()]),
+        })
+    }
+
+    /// Merge the facts of more events of the same session.
+    pub fn merge(&mut self, other: &SessionFacts) {
+        if other.start < self.start {
+            self.start = other.start.clone();
+        }
+        self.end_ms = self.end_ms.max(other.end_ms);
+        self.pageviews += other.pageviews;
+        self.interactive += other.interactive;
+        if let Some(o) = &other.entry
+            && self.entry.as_ref().is_none_or(|s| o < s)
+        {
+            self.entry = Some(o.clone());
+        }
+        if let Some(o) = &other.exit
+            && self.exit.as_ref().is_none_or(|s| o > s)
+        {
+            self.exit = Some(o.clone());
+        }
+    }
+
+    pub fn is_bounce(&self) -> bool {
+        self.pageviews == 1 && self.interactive == 0
+    }
+
+    pub fn duration_secs(&self) -> i64 {
+        (self.end_ms - self.start.ts_ms).div_euclid(1000)
+    }
+
+    /// The counters these (final) facts add to the reports, at the bucket
+    /// of the session's start in every grain: (key, field) -> value.
+    pub fn contribution(&self, ks: Keyspace) -> Vec<(String, String, i64)> {
+        let mut out = Vec::new();
+        for grain in Grain::ALL {
+            let b = self.start.ts_ms;
+            let key = |r: Report| ks.report_key(r, grain, &self.site, b);
+            let traffic = key(Report::Traffic);
+            out.push((traffic.clone(), code::VISITS.to_owned(), 1));
+            if self.is_bounce() {
+                out.push((traffic.clone(), code::BOUNCES.to_owned(), 1));
+            }
+            out.push((traffic, code::DURATION.to_owned(), self.duration_secs()));
+            let pages = key(Report::Pages);
+            if let Some(entry) = &self.entry {
+                out.push((pages.clone(), report::field(code::ENTRIES, &entry.value, true), 1));
+            }
+            if let Some(exit) = &self.exit {
+                out.push((pages, report::field(code::EXITS, &exit.value, true), 1));
+            }
+            for (r, tuple) in [
+                (Report::Sources, &self.start.value),
+                (Report::Devices, &self.device),
+                (Report::Locations, &self.country),
+            ] {
+                out.push((key(r), report::field(code::VISITS, tuple, true), 1));
+            }
+        }
+        out
+    }
+}
+
+/// The facts of every session in `events`, merged per (site, session).
+pub fn sessions<'a>(events: impl IntoIterator<Item = &'a Event>) -> BTreeMap<(String, u64), SessionFacts> {
+    let mut out: BTreeMap<(String, u64), SessionFacts> = BTreeMap::new();
+    for e in events {
+        if let Some(f) = SessionFacts::of_event(e) {
+            match out.get_mut(&(e.site.clone(), e.session_id)) {
+                Some(s) => s.merge(&f),
+                None => {
+                    out.insert((e.site.clone(), e.session_id), f);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The session counters of complete sessions, summed per (key, field), zero
+/// sums left out (the script deletes fields that return to zero).
+pub fn session_counters<'a>(
+    sessions: impl IntoIterator<Item = &'a SessionFacts>,
+    ks: Keyspace,
+) -> BTreeMap<(String, String), i64> {
+    let mut out: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for s in sessions {
+        for (key, field, v) in s.contribution(ks) {
+            *out.entry((key, field)).or_insert(0) += v;
+        }
+    }
+    out.retain(|_, v| *v != 0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts_s: i64, name: &str, path: &str, session: u64) -> Event {
+        let mut e = Event::pageview(1_795_000_000_000 + ts_s * 1000, "a.io", path, 7);
+        e.name = name.into();
+        e.session_id = session;
+        e
+    }
+
+    #[test]
+    fn merges_are_order_independent() {
+        let events = vec![
+            ev(0, "pageview", "/landing", 1),
+            ev(40, "pageview", "/pricing", 1),
+            ev(100, "signup", "/pricing", 1),
+            ev(130, "pageview", "/thanks", 1),
+            ev(5, "pageview", "/only", 2),
+            ev(5, "engagement", "/only", 2),
+        ];
+        let forward = sessions(&events);
+        let mut reversed = events.clone();
+        reversed.reverse();
+        assert_eq!(sessions(&reversed), forward);
+        // Merging partial facts in another grouping gives the same facts.
+        let (a, b) = events.split_at(3);
+        let mut sa = sessions(a);
+        for (k, f) in sessions(b) {
+            match sa.get_mut(&k) {
+                Some(s) => s.merge(&f),
+                None => {
+                    sa.insert(k, f);
+                }
+            }
+        }
+        assert_eq!(sa, forward);
+
+        let s1 = &forward[&("a.io".to_owned(), 1)];
+        assert_eq!(s1.pageviews, 3);
+        assert_eq!(s1.interactive, 1);
+        assert!(!s1.is_bounce());
+        assert_eq!(s1.duration_secs(), 130);
+        assert_eq!(s1.entry.as_ref().map(|p| p.value.as_str()), Some("/landing"));
+        assert_eq!(s1.exit.as_ref().map(|p| p.value.as_str()), Some("/thanks"));
+        let s2 = &forward[&("a.io".to_owned(), 2)];
+        assert!(s2.is_bounce(), "engagement pings do not end a bounce");
+        assert_eq!(s2.duration_secs(), 0);
+    }
+
+    #[test]
+    fn ties_are_broken_by_value_not_by_order() {
+        let a = ev(10, "pageview", "/a", 3);
+        let b = ev(10, "pageview", "/b", 3);
+        let ab = sessions([&a, &b]);
+        let ba = sessions([&b, &a]);
+        assert_eq!(ab, ba);
+    }
+
+    #[test]
+    fn contributions_sum_per_bucket() {
+        let ks = Keyspace::default();
+        let events = vec![
+            ev(0, "pageview", "/", 1),
+            ev(30, "pageview", "/x", 1),
+            ev(10, "pageview", "/", 2),
+        ];
+        let s = sessions(&events);
+        let c = session_counters(s.values(), ks);
+        let t = ks.report_key(Report::Traffic, Grain::Day, "a.io", events[0].ts_ms);
+        assert_eq!(c[&(t.clone(), "vi".to_owned())], 2);
+        assert_eq!(c[&(t.clone(), "bo".to_owned())], 1);
+        assert_eq!(c[&(t, "du".to_owned())], 30);
+        let p = ks.report_key(Report::Pages, Grain::Day, "a.io", events[0].ts_ms);
+        assert_eq!(c[&(p.clone(), "en\u{1f}/".to_owned())], 2);
+        assert_eq!(c[&(p.clone(), "ex\u{1f}/x".to_owned())], 1);
+        assert_eq!(c[&(p, "ex\u{1f}/".to_owned())], 1);
+    }
+
+    #[test]
+    fn events_without_a_session_are_not_visits() {
+        let e = ev(0, "pageview", "/", 0);
+        assert!(sessions([&e]).is_empty());
+    }
+}

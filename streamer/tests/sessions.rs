@@ -1,0 +1,204 @@
+//! Session merges in the apply script against a real Redis: the events of
+//! many sessions, applied in shuffled batches (so a session's events arrive
+//! out of order and split over calls), give exactly the counters that the
+//! independent Rust recompute gives for the complete set of events.
+
+use harness::RedisServer;
+use schema::report::{Report, code};
+use schema::store::{ConnectOptions, RedisConn, RedisTarget};
+use schema::{Event, Grain, Keyspace, Shard};
+use std::collections::HashMap;
+use tally_streamer::aggregate::{Retention, aggregate};
+use tally_streamer::apply::{ApplyOutcome, apply_batch};
+use tally_streamer::consumer::ensure_group;
+use tally_streamer::verify::{VerifyScope, verify};
+
+const SITE: &str = "sessions.test";
+const T0: i64 = 1_795_000_000_000;
+
+/// A small deterministic generator (no test may depend on chance).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// 60 sessions of 1 to 6 events each: page views on a few paths, some
+/// custom events, a few with revenue, spread over two hours.
+fn events() -> Vec<Event> {
+    let mut rng = Lcg(7);
+    let mut out = Vec::new();
+    for s in 1..=60u64 {
+        let visitor = 1000 + s % 45;
+        let start = T0 + rng.below(2 * 3_600_000) as i64;
+        let n = 1 + rng.below(6);
+        let mut t = start;
+        for i in 0..n {
+            let path = format!("/p{}", rng.below(5));
+            let mut e = Event::pageview(t, SITE, &path, visitor);
+            e.session_id = s;
+            e.browser = if visitor % 2 == 0 {
+                "Chrome".into()
+            } else {
+                "Firefox".into()
+            };
+            e.country = if visitor % 3 == 0 { "DE".into() } else { String::new() };
+            if i == 0 && s % 4 == 0 {
+                e.referrer = "https://www.google.com/".into();
+            }
+            if i > 0 && rng.below(4) == 0 {
+                e.name = if rng.below(2) == 0 { "add_to_cart" } else { "signup" }.into();
+                e.props = vec![("plan".into(), format!("p{}", rng.below(2)))];
+            }
+            if i > 0 && rng.below(10) == 0 {
+                e.name = "purchase".into();
+                e.revenue = Some(schema::event::Revenue {
+                    amount: "19.99".into(),
+                    currency: "EUR".into(),
+                });
+            }
+            e.returning = Some(visitor % 5 == 0);
+            out.push(e);
+            t += 1000 * (1 + rng.below(600)) as i64;
+        }
+    }
+    out
+}
+
+async fn connect(server: &RedisServer) -> RedisConn {
+    RedisConn::connect(&RedisTarget::parse(&server.url()).unwrap(), ConnectOptions::default())
+        .await
+        .unwrap()
+}
+
+/// XADD the events in a shuffled order, read them all as one consumer, and
+/// apply them in shuffled batches of random sizes.
+async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
+    let ks = Keyspace::default();
+    let shard = Shard::of_site(SITE);
+    let mut rng = Lcg(seed);
+    let mut evs = events();
+    for i in (1..evs.len()).rev() {
+        evs.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut by_id = HashMap::new();
+    for e in &evs {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(shard.stream_key()).arg("*");
+        for (k, v) in e.to_fields() {
+            cmd.arg(k).arg(v);
+        }
+        let id: String = cmd.query_async(conn).await.unwrap();
+        by_id.insert(id, e.clone());
+    }
+    ensure_group(conn, ks, shard).await.unwrap();
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(ks.group())
+        .arg("c1")
+        .arg("COUNT")
+        .arg(10_000)
+        .arg("STREAMS")
+        .arg(shard.stream_key())
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let ids: Vec<String> = reply.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect();
+    assert_eq!(ids.len(), evs.len());
+    // Cut into batches of 1..=40 consecutive ids, applied in shuffled order.
+    let mut batches = Vec::new();
+    let mut rest = &ids[..];
+    while !rest.is_empty() {
+        let n = (1 + rng.below(40) as usize).min(rest.len());
+        batches.push(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+    for i in (1..batches.len()).rev() {
+        batches.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for batch in batches {
+        let events: Vec<Event> = batch.iter().map(|id| by_id[id].clone()).collect();
+        let d = aggregate(&events, ks, Retention::default());
+        let outcome = apply_batch(conn, ks, shard, "c1", &batch, &d, Retention::default())
+            .await
+            .unwrap();
+        assert_eq!(outcome, ApplyOutcome::Applied(batch.len()));
+    }
+}
+
+async fn traffic_day(conn: &mut RedisConn) -> HashMap<String, i64> {
+    let key = Keyspace::default().report_key(Report::Traffic, Grain::Day, SITE, T0);
+    redis::cmd("HGETALL").arg(key).query_async(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn shuffled_batches_give_the_recomputed_counters() {
+    let server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let mut conn = connect(&server).await;
+    apply_shuffled(&mut conn, 11).await;
+    let report = verify(
+        &mut conn,
+        Keyspace::default(),
+        &VerifyScope {
+            site: Some(SITE.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.ok(),
+        "counters: {:?}\nuniques: {:?}",
+        report.counters,
+        report.uniques
+    );
+    assert!(report.counters_checked > 100, "{}", report.counters_checked);
+
+    // The definitions, checked directly on the complete event set.
+    let events = events();
+    let sessions = tally_streamer::sessions::sessions(&events);
+    let traffic = traffic_day(&mut conn).await;
+    assert_eq!(traffic[code::VISITS], 60);
+    assert_eq!(traffic[code::VISITS], sessions.len() as i64);
+    let bounces = sessions.values().filter(|s| s.is_bounce()).count() as i64;
+    assert!(bounces > 0);
+    assert_eq!(traffic.get(code::BOUNCES).copied().unwrap_or(0), bounces);
+    let duration: i64 = sessions.values().map(|s| s.duration_secs()).sum();
+    assert_eq!(traffic[code::DURATION], duration);
+    assert_eq!(traffic[code::EVENTS], events.len() as i64);
+}
+
+#[tokio::test]
+async fn different_orders_give_identical_key_maps() {
+    let a = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let b = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let (mut ca, mut cb) = (connect(&a).await, connect(&b).await);
+    apply_shuffled(&mut ca, 1).await;
+    apply_shuffled(&mut cb, 2).await;
+    let ks = Keyspace::default();
+    for report in [
+        Report::Traffic,
+        Report::Pages,
+        Report::Sources,
+        Report::Devices,
+        Report::Locations,
+    ] {
+        for grain in Grain::ALL {
+            for b_ms in grain.buckets(T0, T0 + 4 * 3_600_000) {
+                let key = ks.report_key(report, grain, SITE, b_ms);
+                let x: HashMap<String, i64> = redis::cmd("HGETALL").arg(&key).query_async(&mut ca).await.unwrap();
+                let y: HashMap<String, i64> = redis::cmd("HGETALL").arg(&key).query_async(&mut cb).await.unwrap();
+                assert_eq!(x, y, "{key}");
+            }
+        }
+    }
+}
