@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Ingest throughput beside nginx, in one run on this machine.
+# Ingest throughput beside nginx, in one run on this machine, then the batch
+# endpoint beside redis-benchmark's pipelined XADD.
 #
 # Both servers get the same wrk load (connections, threads, duration) with a
 # realistic tracker payload on POST /api/event: nginx answers 204 from
 # memory; Tally's ingest validates, hashes the visitor id and XADDs every
 # event to Redis (AOF on, appendfsync everysec) before answering 202. After
 # the run, the events in the streams are counted and must equal the number
-# of 2xx answers wrk saw.
+# of 2xx answers wrk saw. The batch run posts 100 events per request to
+# POST /api/events (each with its own visitor address, as a server forwarding
+# traffic sends them), beside `redis-benchmark -P 64` XADDing a record of the
+# same shape to a bare stream.
 #
 # usage: bench/ingest.sh [duration_s=10] [connections=64] [threads=2]
 # needs: wrk, nginx, redis-server (apt-get install wrk nginx-light redis-server)
@@ -44,7 +48,7 @@ NGINX
 nginx -p "$WORK/nginx" -c nginx.conf
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
-wrk.body = '{"n":"pageview","u":"https://shop.example/products/item-3?utm_source=newsletter","d":"shop.example","r":"https://www.google.com/","w":1440}'
+wrk.body = '{"n":"pageview","u":"https://shop.example/products/item-3?utm_source=newsletter","d":"shop.example","r":"https://www.google.com/","ret":1}'
 wrk.headers["Content-Type"] = "text/plain"
 wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 done = function(summary, latency, requests)
@@ -60,7 +64,8 @@ echo "nginx (204):"; N=$(run "http://127.0.0.1:$NPORT/api/event"); echo "  $N"
 echo "tally ingest (202 after XADD):"; T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
 
 field() { sed -E "s/.*$2=([0-9.]+).*/\1/" <<<"$1"; }
-stored=0; for s in $(seq 0 15); do n=$(redis-cli -p "$RPORT" xlen "tally:{s$(printf %02d "$s")}:events"); stored=$((stored + n)); done
+count_stored() { local t=0 n; for s in $(seq 0 15); do n=$(redis-cli -p "$RPORT" xlen "tally:{s$(printf %02d "$s")}:events"); t=$((t + n)); done; echo "$t"; }
+stored=$(count_stored)
 ok=$(( $(field "$T" requests) - $(field "$T" non2xx) ))
 echo "events in streams: $stored, 2xx answers: $ok"
 echo "ratio ingest/nginx: $(python3 -c "print(round($(field "$T" rps)/$(field "$N" rps), 3))")"
@@ -72,3 +77,33 @@ echo "stream bytes per event (this payload): $(python3 -c "print(round($mem/max(
 # which the server may have completed: stored is between ok and ok + conns.
 [ "$stored" -ge "$ok" ] || { echo "LOST EVENTS: $stored stored < $ok acknowledged" >&2; exit 1; }
 [ "$stored" -le $((ok + CONNS)) ] || { echo "UNEXPECTED: $stored stored > $ok acknowledged + $CONNS" >&2; exit 1; }
+
+# Batch endpoint: 100 events per request.
+python3 - "$WORK/batch.lua" <<'PY'
+import json, sys
+events = [{"n": "pageview", "u": f"https://shop.example/products/item-{i % 17}?utm_source=newsletter",
+           "d": "shop.example", "r": "https://www.google.com/", "ip": f"10.0.{i // 250}.{i % 250 + 1}"} for i in range(100)]
+body = json.dumps({"events": events}).replace("\\", "\\\\").replace("'", "\\'")
+open(sys.argv[1], "w").write(f"""wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f requests=%d non2xx=%d errors=%d\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+""")
+PY
+before=$(count_stored)
+BCONNS=16
+echo "tally ingest batch (100 events per request, $BCONNS connections):"
+B=$(wrk -t"$THREADS" -c"$BCONNS" -d"${DURATION}s" --latency -s "$WORK/batch.lua" "http://127.0.0.1:$IPORT/api/events" | grep '^RESULT'); echo "  $B"
+after=$(count_stored)
+okb=$(( $(field "$B" requests) - $(field "$B" non2xx) ))
+echo "  events/s: $(( $(field "$B" rps | cut -d. -f1) * 100 )), batch events stored: $((after - before)), in 2xx answers: $((okb * 100))"
+[ "$((after - before))" -ge "$((okb * 100))" ] || { echo "LOST BATCH EVENTS" >&2; exit 1; }
+echo "redis-benchmark XADD, pipeline 64, same record shape:"
+redis-benchmark -p "$RPORT" -P 64 -c "$BCONNS" -n 2000000 -q XADD bench:xadd '*' \
+  t 1795000000000 s shop.example n pageview u /products/item-3?utm_source=newsletter r https://www.google.com/ \
+  v -4011563371455215425 b Chrome o "Windows 10" d desktop c "" p "" '$' "" w "" i 4815162342 | tr '\r' '\n' | grep -E 'requests per second' | tail -1

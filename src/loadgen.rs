@@ -270,7 +270,7 @@ impl TrafficModel {
             "u": url,
             "d": site,
             "r": s.referrer,
-            "w": u8::from(s.returning),
+            "ret": u8::from(s.returning),
         });
         if let Some(ts) = s.ts_ms {
             body["ts"] = serde_json::json!(ts);

@@ -16,7 +16,7 @@ const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 
 fn body(name: &str, path: &str, ts: i64, referrer: &str, returning: u8) -> String {
-    serde_json::json!({"n": name, "u": format!("https://{SITE}{path}"), "d": SITE, "r": referrer, "ts": ts, "w": returning})
+    serde_json::json!({"n": name, "u": format!("https://{SITE}{path}"), "d": SITE, "r": referrer, "ts": ts, "ret": returning})
         .to_string()
 }
 
@@ -49,7 +49,7 @@ async fn every_report_is_exact_through_sql() {
         (
             a,
             serde_json::json!({"n": "purchase", "u": format!("https://{SITE}/pricing"), "d": SITE, "ts": t + 2 * MIN,
-                "w": 0, "p": {"plan": "pro"}, "$": {"amount": "10.50", "currency": "EUR"}})
+                "ret": 0, "p": {"plan": "pro"}, "$": {"amount": "10.50", "currency": "EUR"}})
             .to_string(),
         ),
         // Visitor B, returning, from a newsletter: one page (a bounce).

@@ -1,14 +1,20 @@
-//! The HTTP surface of ingest: `POST /api/event` and its CORS preflight.
+//! The HTTP surface of ingest: `POST /api/event` (one event, the tracker's
+//! format), `POST /api/events` (a batch for server-side senders, answered
+//! per event), their CORS preflight, and `GET /t.js`.
 //!
-//! A handler reads the body under the size limit, decodes and validates it,
-//! checks the site registry, computes the visitor id and hands the event to
-//! the group-commit writer; it answers 202 only once Redis has the entry.
-//! Every refusal is a JSON `{"error": ...}` with a 4xx status; Redis trouble
-//! is a 503 with `Retry-After`, and the service keeps running.
+//! A handler reads the body under the size limit, decodes and validates each
+//! event, checks the site registry and the site's rate limit, drops bots and
+//! referrer spam (answered as accepted, and counted), computes the visitor id
+//! and hands the event to the group-commit writer; an event is answered 202
+//! only once Redis has the entry. Every refusal is a JSON `{"error": ...}`
+//! with a 4xx status; Redis trouble is a 503 with `Retry-After`, and the
+//! service keeps running.
 
 use crate::enrich::{UserAgentParser, country_from_header};
 use crate::payload::{self, Limits, Rejection};
+use crate::ratelimit::SiteRateLimiter;
 use crate::registry::SiteRegistry;
+use crate::spam::SpamList;
 use crate::visitor::VisitorHasher;
 use crate::writer::{EventWriter, WriteError};
 use axum::Router;
@@ -31,9 +37,14 @@ pub struct AppState {
     pub registry: SiteRegistry,
     pub visitors: VisitorHasher,
     pub writer: EventWriter,
+    pub spam: SpamList,
+    pub rate_limit: SiteRateLimiter,
+    /// Most events in one batch request.
+    pub max_batch_events: usize,
     /// Metric handles, registered once rather than looked up per request.
     pub accepted: metrics::Counter,
     pub dropped_bots: metrics::Counter,
+    pub dropped_spam: metrics::Counter,
 }
 
 /// An error answer: status and reason.
@@ -51,11 +62,20 @@ impl ApiError {
         }
     }
 
+    /// Whether the client should send the event again later.
+    fn retryable(&self) -> bool {
+        matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        )
+    }
+
     fn kind(&self) -> &'static str {
         match self.status {
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::FORBIDDEN => "unknown_site",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             _ => "invalid",
         }
     }
@@ -65,7 +85,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("tally_ingest_events_rejected_total", "reason" => self.kind()).increment(1);
         let mut resp = (self.status, axum::Json(serde_json::json!({ "error": self.reason }))).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if self.retryable() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -90,6 +110,7 @@ impl From<WriteError> for ApiError {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/event", post(post_event).options(preflight))
+        .route("/api/events", post(post_batch).options(preflight))
         .route("/t.js", get(crate::tracker::serve))
         .with_state(state)
 }
@@ -134,26 +155,60 @@ fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String 
     peer.ip().to_string()
 }
 
-async fn post_event(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
+/// Where an event came from: the visitor id and the enrichment derive from
+/// it. For the tracker, the request itself; a batch event may name the
+/// visitor's address and user agent (a server forwarding its traffic).
+struct Sender {
+    ip: String,
+    user_agent: String,
+    country: String,
+}
+
+impl Sender {
+    fn of_request(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Sender {
+        Sender {
+            ip: client_ip(state, headers, peer),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            country: state
+                .country_header
+                .as_ref()
+                .and_then(|h| headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .and_then(country_from_header)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What became of an event that was not refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    /// Answered as accepted but not stored (`bot`, `spam`).
+    Dropped(&'static str),
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body is larger than {} bytes", state.max_body_bytes),
         )
-    })?;
-    let now = now_ms();
-    let mut event = payload::validate(payload::decode(&bytes)?, now, &state.limits)?;
-    let allowed = state
-        .registry
-        .allows(&event.site, now)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}")))?;
-    if !allowed {
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}"))
+}
+
+/// Validate, check, enrich and store one event.
+async fn ingest(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: i64) -> Result<Outcome, ApiError> {
+    let mut event = payload::validate(raw, now, &state.limits)?;
+    if !state.registry.allows(&event.site, now).await.map_err(unavailable)? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -162,39 +217,155 @@ async fn post_event(
             ),
         ));
     }
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let agent = state.user_agents.parse(ua);
+    let agent = state.user_agents.parse(&sender.user_agent);
     if agent.bot {
-        // Dropped, counted, and answered like any other event.
         state.dropped_bots.increment(1);
-        let mut resp = accepted();
-        resp.headers_mut()
-            .insert("x-tally-dropped", HeaderValue::from_static("bot"));
-        return Ok(resp);
+        return Ok(Outcome::Dropped("bot"));
     }
-    let ip = client_ip(&state, &headers, peer);
-    let country = state
-        .country_header
-        .as_ref()
-        .and_then(|h| headers.get(h))
-        .and_then(|v| v.to_str().ok())
-        .and_then(country_from_header)
-        .unwrap_or_default();
+    if !event.referrer.is_empty() && state.spam.is_spam(&schema::source::host_of(&event.referrer)) {
+        state.dropped_spam.increment(1);
+        return Ok(Outcome::Dropped("spam"));
+    }
+    if !state.rate_limit.allow(&event.site, 1, now) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("site {:?} is over its rate limit", event.site),
+        ));
+    }
     event.visitor_id = state
         .visitors
-        .visitor_id(now, &event.site, &ip, ua)
+        .visitor_id(now, &event.site, &sender.ip, &sender.user_agent)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}")))?;
+        .map_err(unavailable)?;
     event.browser = agent.browser;
     event.os = agent.os;
     event.device = agent.device;
-    event.country = country;
+    event.country = sender.country.clone();
     state.writer.write(event).await?;
     state.accepted.increment(1);
-    Ok(accepted())
+    Ok(Outcome::Stored)
+}
+
+async fn post_event(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&state, body).await?;
+    let raw = payload::decode(&bytes)?;
+    let sender = Sender::of_request(&state, &headers, peer);
+    let mut resp = accepted();
+    if let Outcome::Dropped(reason) = ingest(&state, raw, &sender, now_ms()).await? {
+        // Dropped, counted, and answered like any other event.
+        resp.headers_mut()
+            .insert("x-tally-dropped", HeaderValue::from_static(reason));
+    }
+    Ok(resp)
+}
+
+/// One event of a batch: the tracker's fields plus, optionally, the
+/// visitor's address and user agent when a server forwards its traffic.
+#[derive(serde::Deserialize)]
+struct BatchEvent {
+    #[serde(flatten)]
+    event: payload::RawEvent,
+    ip: Option<String>,
+    #[serde(alias = "userAgent")]
+    user_agent: Option<String>,
+}
+
+/// `POST /api/events`: `{"events": [event, ...]}`, at most
+/// `max_batch_events`. Answers 200 with one result per event, in order
+/// (`{"status": 202}`, `{"status": 202, "dropped": "bot"}`, or the status
+/// and `error` of a refusal); 503 with `Retry-After` if any event could not
+/// be stored for want of Redis (the results say which, so only those are
+/// sent again).
+async fn post_batch(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Batch {
+        events: Vec<serde_json::Value>,
+    }
+    let bytes = read_body(&state, body).await?;
+    let batch: Batch = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body is not {{\"events\": [...]}}: {e}"),
+        )
+    })?;
+    if batch.events.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "events is empty"));
+    }
+    if batch.events.len() > state.max_batch_events {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("at most {} events per request", state.max_batch_events),
+        ));
+    }
+    let request = Sender::of_request(&state, &headers, peer);
+    let now = now_ms();
+    // All events go to the writer together, so they share group commits.
+    let results = futures::future::join_all(batch.events.into_iter().map(|value| {
+        let state = &state;
+        let request = &request;
+        async move {
+            let one: BatchEvent = serde_json::from_value(value).map_err(|e| Rejection::Json(e.to_string()))?;
+            let sender = Sender {
+                ip: one.ip.unwrap_or_else(|| request.ip.clone()),
+                user_agent: one.user_agent.unwrap_or_else(|| request.user_agent.clone()),
+                country: request.country.clone(),
+            };
+            ingest(state, one.event, &sender, now).await
+        }
+    }))
+    .await;
+    let mut counts = [0u64; 3]; // accepted, dropped, refused
+    let mut retry = false;
+    let items: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r: Result<Outcome, ApiError>| match r {
+            Ok(Outcome::Stored) => {
+                counts[0] += 1;
+                serde_json::json!({"status": 202})
+            }
+            Ok(Outcome::Dropped(reason)) => {
+                counts[1] += 1;
+                serde_json::json!({"status": 202, "dropped": reason})
+            }
+            Err(e) => {
+                counts[2] += 1;
+                retry |= e.retryable();
+                metrics::counter!("tally_ingest_events_rejected_total", "reason" => e.kind()).increment(1);
+                serde_json::json!({"status": e.status.as_u16(), "error": e.reason})
+            }
+        })
+        .collect();
+    let status = if retry {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (
+        status,
+        axum::Json(serde_json::json!({
+            "accepted": counts[0],
+            "dropped": counts[1],
+            "rejected": counts[2],
+            "results": items,
+        })),
+    )
+        .into_response();
+    if retry {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    cors(resp.headers_mut());
+    Ok(resp)
 }
 
 /// The 202 answer: a constant body, built without serialising anything.

@@ -14,7 +14,9 @@
 pub mod enrich;
 pub mod http;
 pub mod payload;
+pub mod ratelimit;
 pub mod registry;
+pub mod spam;
 pub mod tracker;
 pub mod visitor;
 pub mod writer;
@@ -56,6 +58,17 @@ pub struct IngestConfig {
     /// Capacity of the write queue; when full, requests get 503.
     #[arg(long, env = "TALLY_INGEST_QUEUE", default_value_t = 16_384)]
     pub queue: usize,
+    /// Per-site rate limit of this process, events per second (bursts of
+    /// twice that); over it, events get 429. 0 = no limit.
+    #[arg(long, env = "TALLY_SITE_RATE_LIMIT", default_value_t = 0.0)]
+    pub site_rate_limit: f64,
+    /// Most events in one `POST /api/events` request.
+    #[arg(long, env = "TALLY_MAX_BATCH_EVENTS", default_value_t = 100)]
+    pub max_batch_events: usize,
+    /// File of extra referrer-spam domains, one per line (the built-in list
+    /// is always on).
+    #[arg(long, env = "TALLY_SPAM_LIST")]
+    pub spam_list: Option<std::path::PathBuf>,
 }
 
 impl IngestConfig {
@@ -68,6 +81,9 @@ impl IngestConfig {
             country_header: None,
             open_collection: false,
             queue: 16_384,
+            site_rate_limit: 0.0,
+            max_batch_events: 100,
+            spam_list: None,
         }
     }
 }
@@ -96,6 +112,16 @@ pub async fn run(
         .map(axum::http::HeaderName::try_from)
         .transpose()
         .map_err(|e| IngestError::Config(format!("--country-header: {e}")))?;
+    let spam = match &cfg.spam_list {
+        Some(path) => spam::SpamList::with_extra(
+            &std::fs::read_to_string(path)
+                .map_err(|e| IngestError::Config(format!("--spam-list {}: {e}", path.display())))?,
+        ),
+        None => spam::SpamList::default(),
+    };
+    if cfg.max_batch_events == 0 {
+        return Err(IngestError::Config("--max-batch-events must be at least 1".into()));
+    }
     let (writer, writer_task) = writer::EventWriter::spawn(
         conn.clone(),
         writer::WriterOptions {
@@ -112,8 +138,12 @@ pub async fn run(
         registry: registry::SiteRegistry::new(conn.clone(), cfg.open_collection),
         visitors: visitor::VisitorHasher::new(conn.clone()),
         writer,
+        spam,
+        rate_limit: ratelimit::SiteRateLimiter::new(cfg.site_rate_limit, 2.0 * cfg.site_rate_limit),
+        max_batch_events: cfg.max_batch_events,
         accepted: metrics::counter!("tally_ingest_events_accepted_total"),
         dropped_bots: metrics::counter!("tally_ingest_events_dropped_total", "reason" => "bot"),
+        dropped_spam: metrics::counter!("tally_ingest_events_dropped_total", "reason" => "spam"),
     });
     let refresher = tokio::spawn(refresh_registry(state.clone(), shutdown.clone()));
     let app = http::router(state.clone()).merge(ops_router("ingest", metrics, redis_health(conn)));

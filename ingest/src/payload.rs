@@ -69,8 +69,9 @@ pub struct RawEvent {
     #[serde(rename = "$", alias = "revenue")]
     pub revenue: Option<RawRevenue>,
     /// The tracker's returning-visitor flag: `true`/`1` when the browser had
-    /// visited the site before, `false`/`0` on a first visit.
-    #[serde(alias = "w")]
+    /// visited the site before, `false`/`0` on a first visit. (Not `w`:
+    /// Plausible's older trackers send the screen width there.)
+    #[serde(alias = "ret")]
     pub returning: Option<serde_json::Value>,
     /// Engagement pings: milliseconds the page was visible.
     #[serde(alias = "e")]

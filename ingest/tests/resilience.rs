@@ -2,50 +2,21 @@
 //! is gone, recovery on its own when it returns, and no event that got a 202
 //! missing from the streams after a graceful shutdown.
 
+mod common;
+
+use common::{start, stream_length};
 use harness::{RedisServer, RedisServerOptions};
-use schema::Shard;
-use schema::ops::CancellationToken;
-use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use std::time::{Duration, Instant};
-use tally_ingest::{IngestConfig, run};
-use tokio::net::TcpListener;
 
 const SITE: &str = "resilient.test";
 const EVENT: &str = r#"{"n":"pageview","u":"https://resilient.test/x","d":"resilient.test"}"#;
-
-async fn start(redis: &RedisServer) -> (RedisConn, String, CancellationToken, tokio::task::JoinHandle<()>) {
-    let opts = ConnectOptions {
-        response_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(300),
-    };
-    let conn = RedisConn::connect(&RedisTarget::parse(&redis.url()).unwrap(), opts)
-        .await
-        .unwrap();
-    let mut c = conn.clone();
-    schema::site::add_site(&mut c, SITE, 0).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/event", listener.local_addr().unwrap());
-    let cfg = IngestConfig::with_addr(listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let (c2, s2) = (conn.clone(), stop.clone());
-    let task = tokio::spawn(async move { run(cfg, listener, c2, None, s2).await.expect("ingest runs") });
-    (conn, url, stop, task)
-}
-
-async fn stream_length(conn: &mut RedisConn) -> u64 {
-    let mut total = 0;
-    for s in Shard::all() {
-        let n: u64 = redis::cmd("XLEN").arg(s.stream_key()).query_async(conn).await.unwrap();
-        total += n;
-    }
-    total
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_503_while_redis_is_down_and_recovers() {
     let mut redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
     let port = redis.port();
-    let (_conn, url, stop, task) = start(&redis).await;
+    let ingest = start(&redis, &[SITE], |_| {}).await;
+    let (url, stop, task) = (format!("{}/api/event", ingest.base), ingest.stop, ingest.task);
     let http = reqwest::Client::new();
     let post = || http.post(&url).body(EVENT).send();
     assert_eq!(post().await.unwrap().status(), 202);
@@ -83,7 +54,13 @@ async fn answers_503_while_redis_is_down_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_keeps_every_accepted_event() {
     let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
-    let (mut conn, url, stop, task) = start(&redis).await;
+    let ingest = start(&redis, &[SITE], |_| {}).await;
+    let (mut conn, url, stop, task) = (
+        ingest.conn,
+        format!("{}/api/event", ingest.base),
+        ingest.stop,
+        ingest.task,
+    );
     let http = reqwest::Client::new();
     // One answered request first, so the run cannot end with nothing accepted
     // however slowly the machine starts the barrage below.

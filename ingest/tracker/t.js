@@ -97,7 +97,7 @@
   function track(name, options) {
     if (ignored()) return;
     options = options || {};
-    var body = { n: name, u: options.u || url(), d: site, r: d.referrer || null, w: returning() };
+    var body = { n: name, u: options.u || url(), d: site, r: d.referrer || null, ret: returning() };
     if (options.props) body.p = options.props;
     if (options.revenue) body.$ = options.revenue;
     send(body);
