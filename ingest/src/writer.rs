@@ -10,7 +10,7 @@
 //! answers 202 only after its own entry id came back.
 
 use redis::{Script, Value};
-use schema::event::RECORD_FIELDS;
+use schema::event::{RECORD_FIELDS, SESSION_TIMEOUT_MS};
 use schema::keys::visit_key;
 use schema::store::RedisConn;
 use schema::{Event, Shard};
@@ -20,9 +20,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
-
-/// A visit ends after this long without events (Plausible's 30 minutes).
-pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
 
 /// A fresh session id for an event that may start a session: a hash of the
 /// visitor and the event time, positive as an `i64` (the record's type) and

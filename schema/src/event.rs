@@ -171,6 +171,11 @@ mod field {
     pub const SESSION: &str = "i";
 }
 
+/// A visit (session) ends after this long without events (Plausible's 30
+/// minutes). Ingest applies it when it assigns session ids; the streamer
+/// takes the ids as given.
+pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
+
 /// Number of fields of a stream record.
 pub const RECORD_FIELDS: usize = 14;
 

@@ -20,10 +20,6 @@ use schema::report::{self, Report, code};
 use schema::{Event, Grain, Keyspace};
 use std::collections::BTreeMap;
 
-/// A session is idle-ended after this long without events (Plausible's 30
-/// minutes); ingest applies it when it assigns session ids.
-pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
-
 /// A point of an order-independent choice: the earliest (or latest) event
 /// wins, and equal times are broken by a hash of the value so that every
 /// order of arrival picks the same one.
