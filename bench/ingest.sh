@@ -46,17 +46,21 @@ http {
 }
 NGINX
 nginx -p "$WORK/nginx" -c nginx.conf
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"n":"pageview","u":"https://shop.example/products/item-3?utm_source=newsletter","d":"shop.example","r":"https://www.google.com/","ret":1}'
-wrk.headers["Content-Type"] = "text/plain"
-wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+# One reporting function for every wrk run: a RESULT line the script parses.
+cat > "$WORK/report.lua" <<'LUA'
 done = function(summary, latency, requests)
   io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f requests=%d non2xx=%d errors=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 LUA
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"n":"pageview","u":"https://shop.example/products/item-3?utm_source=newsletter","d":"shop.example","r":"https://www.google.com/","ret":1}'
+wrk.headers["Content-Type"] = "text/plain"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+LUA
+cat "$WORK/report.lua" >> "$WORK/post.lua"
 for p in "$IPORT" "$NPORT"; do until curl -s -o /dev/null "http://127.0.0.1:$p/"; do sleep 0.05; done; done
 
 run() { wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$1" | grep '^RESULT'; }
@@ -88,13 +92,9 @@ open(sys.argv[1], "w").write(f"""wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f requests=%d non2xx=%d errors=%d\\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
 """)
 PY
+cat "$WORK/report.lua" >> "$WORK/batch.lua"
 before=$(count_stored)
 BCONNS=16
 echo "tally ingest batch (100 events per request, $BCONNS connections):"

@@ -236,16 +236,12 @@ impl Report {
         }
     }
 
-    /// Segment of the report's key names.
+    /// Segment of the report's key names: the table prefix, shortened
+    /// where it is long.
     pub const fn code(self) -> &'static str {
         match self {
-            Report::Traffic => "traffic",
-            Report::Pages => "pages",
-            Report::Sources => "sources",
-            Report::Devices => "devices",
-            Report::Locations => "locations",
-            Report::Conversions => "conversions",
             Report::EventProps => "props",
+            other => other.name(),
         }
     }
 
