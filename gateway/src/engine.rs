@@ -7,6 +7,7 @@
 
 use crate::error::GatewayError;
 use crate::keymap::KeymapReader;
+use crate::rewrite::{SessionView, rewrite};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
@@ -46,6 +47,44 @@ pub enum Command {
     Reset(Option<String>),
     /// SHOW name.
     Show(String),
+    /// SAVEPOINT / RELEASE / ROLLBACK TO: nothing to undo in a read-only
+    /// transaction; answered with the statement's tag.
+    Savepoint(&'static str),
+    /// DECLARE name CURSOR [WITH HOLD] FOR query.
+    Declare {
+        name: String,
+        plan: LogicalPlan,
+        hold: bool,
+    },
+    /// FETCH [FORWARD] n | ALL | NEXT FROM name (`count` None = all).
+    Fetch { name: String, count: Option<usize> },
+    /// CLOSE name, or CLOSE ALL (`None`).
+    Close(Option<String>),
+}
+
+fn fetch_count(direction: &ast::FetchDirection) -> Result<Option<usize>, GatewayError> {
+    use ast::FetchDirection as D;
+    let number = |v: &ast::ValueWithSpan| -> Result<usize, GatewayError> {
+        match &v.value {
+            ast::Value::Number(n, _) => n.parse::<usize>().map_err(|_| GatewayError::Sql {
+                code: "22023",
+                message: format!("invalid FETCH count {n}"),
+            }),
+            other => Err(GatewayError::Sql {
+                code: "42601",
+                message: format!("invalid FETCH count {other}"),
+            }),
+        }
+    };
+    match direction {
+        D::Next => Ok(Some(1)),
+        D::All | D::ForwardAll => Ok(None),
+        D::Count { limit } => number(limit).map(Some),
+        D::Forward { limit } => limit.as_ref().map_or(Ok(Some(1)), |l| number(l).map(Some)),
+        other => Err(GatewayError::Unsupported(format!(
+            "FETCH {other} (cursors here are forward-only)"
+        ))),
+    }
 }
 
 fn setting_value(values: &[ast::Expr]) -> String {
@@ -72,7 +111,10 @@ fn session_command(s: &SqlStatement) -> Option<Command> {
     Some(match s {
         SqlStatement::StartTransaction { .. } => Command::Begin,
         SqlStatement::Commit { .. } => Command::Commit,
+        SqlStatement::Rollback { savepoint: Some(_), .. } => Command::Savepoint("ROLLBACK"),
         SqlStatement::Rollback { .. } => Command::Rollback,
+        SqlStatement::Savepoint { .. } => Command::Savepoint("SAVEPOINT"),
+        SqlStatement::ReleaseSavepoint { .. } => Command::Savepoint("RELEASE"),
         SqlStatement::ShowVariable { variable } => Command::Show(
             variable
                 .iter()
@@ -104,6 +146,7 @@ fn session_command(s: &SqlStatement) -> Option<Command> {
 
 pub struct QueryEngine {
     ctx: SessionContext,
+    lookup: Arc<crate::pg_catalog::functions::Lookup>,
 }
 
 impl QueryEngine {
@@ -129,22 +172,33 @@ impl QueryEngine {
         for (name, provider) in crate::tables::providers(&reader) {
             ctx.register_table(name.as_str(), provider)?;
         }
-        crate::pg_catalog::register(&ctx, DATABASE)?;
-        Ok(QueryEngine { ctx })
+        let lookup = crate::pg_catalog::register(&ctx, DATABASE, crate::pg::session::DEFAULTS)?;
+        Ok(QueryEngine { ctx, lookup })
     }
 
     /// Split a query string into statements (PostgreSQL dialect).
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, GatewayError> {
+        let sql = crate::rewrite::known_client_sql(sql);
         let statements =
-            DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(GatewayError::DataFusion)?;
+            DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {}).map_err(GatewayError::DataFusion)?;
         Ok(statements.into_iter().collect())
     }
 
-    /// Plan one statement; refuses statements that would write.
-    pub async fn plan(&self, statement: Statement) -> Result<Command, GatewayError> {
-        match &statement {
+    /// Relation lookups (for the connection's SQL rewrite).
+    pub fn lookup(&self) -> &crate::pg_catalog::functions::Lookup {
+        &self.lookup
+    }
+
+    /// Plan one statement for a connection; refuses statements that would
+    /// write.
+    pub async fn plan(&self, mut statement: Statement, session: &SessionView<'_>) -> Result<Command, GatewayError> {
+        match &mut statement {
             Statement::Statement(s) => {
                 if let Some(command) = session_command(s) {
+                    return Ok(command);
+                }
+                rewrite(s, session)?;
+                if let Some(command) = self.cursor_command(s).await? {
                     return Ok(command);
                 }
             }
@@ -164,12 +218,45 @@ impl QueryEngine {
         }
     }
 
+    /// DECLARE / FETCH / CLOSE.
+    async fn cursor_command(&self, s: &SqlStatement) -> Result<Option<Command>, GatewayError> {
+        Ok(Some(match s {
+            SqlStatement::Declare { stmts } => {
+                let [d] = stmts.as_slice() else {
+                    return Err(GatewayError::Unsupported("DECLARE of several cursors".into()));
+                };
+                let (Some(name), Some(query)) = (d.names.first(), d.for_query.as_ref()) else {
+                    return Err(GatewayError::Unsupported("DECLARE without a cursor query".into()));
+                };
+                if d.binary == Some(true) || d.scroll == Some(true) {
+                    return Err(GatewayError::Unsupported("BINARY or SCROLL cursors".into()));
+                }
+                let statement = Statement::Statement(Box::new(SqlStatement::Query(query.clone())));
+                let plan = self.ctx.state().statement_to_plan(statement).await?;
+                Command::Declare {
+                    name: name.value.clone(),
+                    plan,
+                    hold: d.hold == Some(true),
+                }
+            }
+            SqlStatement::Fetch { name, direction, .. } => Command::Fetch {
+                name: name.value.clone(),
+                count: fetch_count(direction)?,
+            },
+            SqlStatement::Close { cursor } => Command::Close(match cursor {
+                ast::CloseCursor::All => None,
+                ast::CloseCursor::Specific { name } => Some(name.value.clone()),
+            }),
+            _ => return Ok(None),
+        }))
+    }
+
     /// Plan exactly one statement (extended protocol). `None` for an empty query.
-    pub async fn plan_single(&self, sql: &str) -> Result<Option<Command>, GatewayError> {
+    pub async fn plan_single(&self, sql: &str, session: &SessionView<'_>) -> Result<Option<Command>, GatewayError> {
         let mut statements = self.parse(sql)?;
         match statements.len() {
             0 => Ok(None),
-            1 => Ok(Some(self.plan(statements.remove(0)).await?)),
+            1 => Ok(Some(self.plan(statements.remove(0), session).await?)),
             _ => Err(GatewayError::MultipleStatements),
         }
     }

@@ -19,6 +19,19 @@ pub enum GatewayError {
     Unsupported(String),
     #[error("cannot insert multiple commands into a prepared statement")]
     MultipleStatements,
+    /// A refusal with its own SQLSTATE (unknown relation in `::regclass`,
+    /// unknown setting in `current_setting`, ...).
+    #[error("{message}")]
+    Sql { code: &'static str, message: String },
+}
+
+impl From<crate::rewrite::RewriteError> for GatewayError {
+    fn from(e: crate::rewrite::RewriteError) -> Self {
+        GatewayError::Sql {
+            code: e.code,
+            message: e.message,
+        }
+    }
 }
 
 /// The SQLSTATE of an error.
@@ -27,6 +40,7 @@ pub fn sqlstate(e: &GatewayError) -> &'static str {
         GatewayError::ReadOnly(_) => "25006",
         GatewayError::Unsupported(_) => "0A000",
         GatewayError::MultipleStatements => "42601",
+        GatewayError::Sql { code, .. } => code,
         GatewayError::DataFusion(df) => datafusion_sqlstate(df),
     }
 }

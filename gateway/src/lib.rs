@@ -10,6 +10,7 @@
 //! - [`engine`]: planning and executing SQL.
 //! - [`pg`]: the pgwire handlers, encoding and accept loop.
 //! - [`pg_catalog`]: the system catalog clients discover tables through.
+//! - [`rewrite`]: PostgreSQL idioms and per-connection functions -> plain SQL.
 //! - [`error`]: the one error -> SQLSTATE mapping.
 
 pub mod engine;
@@ -18,6 +19,7 @@ pub mod keymap;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pushdown;
+pub mod rewrite;
 pub mod tables;
 
 use schema::ops::{CancellationToken, PrometheusHandle, ops_router, redis_health};

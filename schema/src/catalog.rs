@@ -91,6 +91,20 @@ impl Table {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
+
+    /// The columns that identify a row, if any: a report's site, bucket and
+    /// dimensions (one key-map field each); a site's name. Presented to
+    /// clients as the table's primary key.
+    pub fn primary_key(&self) -> Vec<&'static str> {
+        match self.kind {
+            TableKind::Aggregate { report, .. } => ["site", "bucket"]
+                .into_iter()
+                .chain(report.dimensions().iter().map(|d| d.name))
+                .collect(),
+            TableKind::Sites | TableKind::Realtime => vec!["site"],
+            TableKind::Events => Vec::new(),
+        }
+    }
 }
 
 /// Every table the gateway serves, in a stable order.

@@ -30,7 +30,8 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Boolean => Type::BOOL,
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
         DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::UInt32 => Type::OID,
+        DataType::Int64 | DataType::UInt64 => Type::INT8,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
@@ -38,7 +39,52 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
         DataType::Decimal128(_, s) if *s >= 0 && *s <= 28 => Type::NUMERIC,
+        DataType::List(f) => match f.data_type() {
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Type::TEXT_ARRAY,
+            DataType::Int16 => Type::INT2_ARRAY,
+            DataType::Int32 => Type::INT4_ARRAY,
+            DataType::Int64 => Type::INT8_ARRAY,
+            DataType::UInt32 => Type::OID_ARRAY,
+            DataType::Boolean => Type::BOOL_ARRAY,
+            _ => Type::TEXT,
+        },
         _ => Type::TEXT,
+    }
+}
+
+/// A one-dimensional array value (catalog `oid[]`, `text[]`, `array_agg`).
+fn encode_list(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireResult<()> {
+    let mut items = col.as_list::<i32>().value(row);
+    if matches!(items.data_type(), DataType::Utf8View | DataType::LargeUtf8) {
+        items = cast(&items, &DataType::Utf8).map_err(encode_err)?;
+    }
+    macro_rules! vec_of {
+        ($t:ty, $conv:expr) => {{
+            let a = items.as_primitive::<$t>();
+            let v: Vec<Option<_>> = (0..a.len())
+                .map(|i| (!a.is_null(i)).then(|| $conv(a.value(i))))
+                .collect();
+            enc.encode_field(&v)
+        }};
+    }
+    match items.data_type() {
+        DataType::Utf8 => {
+            let a = items.as_string::<i32>();
+            let v: Vec<Option<String>> = (0..a.len())
+                .map(|i| (!a.is_null(i)).then(|| a.value(i).to_owned()))
+                .collect();
+            enc.encode_field(&v)
+        }
+        DataType::Int16 => vec_of!(Int16Type, |x: i16| x),
+        DataType::Int32 => vec_of!(Int32Type, |x: i32| x),
+        DataType::Int64 => vec_of!(Int64Type, |x: i64| x),
+        DataType::UInt32 => vec_of!(UInt32Type, |x: u32| x),
+        DataType::Boolean => {
+            let a = items.as_boolean();
+            let v: Vec<Option<bool>> = (0..a.len()).map(|i| (!a.is_null(i)).then(|| a.value(i))).collect();
+            enc.encode_field(&v)
+        }
+        other => Err(encode_err(format!("arrays of {other} are not supported"))),
     }
 }
 
@@ -136,13 +182,14 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireR
     }
     match col.data_type() {
         DataType::Boolean => enc.encode_field(&col.as_boolean().value(row)),
+        DataType::List(_) if pg_type(col.data_type()) != Type::TEXT => encode_list(enc, col, row),
         DataType::Int8 => enc.encode_field(&i16::from(col.as_primitive::<Int8Type>().value(row))),
         DataType::Int16 => enc.encode_field(&col.as_primitive::<Int16Type>().value(row)),
         DataType::UInt8 => enc.encode_field(&i16::from(col.as_primitive::<UInt8Type>().value(row))),
         DataType::Int32 => enc.encode_field(&col.as_primitive::<Int32Type>().value(row)),
         DataType::UInt16 => enc.encode_field(&i32::from(col.as_primitive::<UInt16Type>().value(row))),
         DataType::Int64 => enc.encode_field(&col.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt32 => enc.encode_field(&i64::from(col.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt32 => enc.encode_field(&col.as_primitive::<UInt32Type>().value(row)),
         DataType::UInt64 => {
             let v = i64::try_from(col.as_primitive::<UInt64Type>().value(row)).map_err(encode_err)?;
             enc.encode_field(&v)

@@ -6,6 +6,7 @@
 //! statements; extended queries are planned once at Parse and executed with
 //! bound parameters. Results stream batch by batch to the socket.
 
+pub mod cursor;
 pub mod encode;
 pub mod names;
 pub mod params;
@@ -24,7 +25,7 @@ use pgwire::api::auth::{
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
@@ -104,6 +105,41 @@ fn command_fields(command: &Command, format: &Format) -> Vec<FieldInfo> {
     }
 }
 
+/// What a connection brings to planning: its settings, user and pid.
+pub struct ConnectionState {
+    pub settings: Arc<session::SessionSettings>,
+    pub user: String,
+    pub database: String,
+    pub pid: i32,
+}
+
+impl ConnectionState {
+    pub fn of<C: ClientInfo>(client: &C) -> Self {
+        let meta = client.metadata();
+        ConnectionState {
+            settings: client
+                .session_extensions()
+                .get_or_insert_with(session::SessionSettings::default),
+            user: meta.get("user").cloned().unwrap_or_default(),
+            database: meta
+                .get("database")
+                .cloned()
+                .unwrap_or_else(|| crate::engine::DATABASE.to_owned()),
+            pid: client.pid_and_secret_key().0,
+        }
+    }
+
+    pub fn view<'a>(&'a self, engine: &'a QueryEngine) -> crate::rewrite::SessionView<'a> {
+        crate::rewrite::SessionView {
+            settings: &self.settings,
+            user: &self.user,
+            database: &self.database,
+            pid: self.pid,
+            lookup: engine.lookup(),
+        }
+    }
+}
+
 /// Plans extended-protocol statements.
 pub struct Parser {
     engine: Arc<QueryEngine>,
@@ -115,18 +151,24 @@ impl QueryParser for Parser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let Some(command) = self.engine.plan_single(sql).await.map_err(to_pg)? else {
+        let state = ConnectionState::of(client);
+        let Some(command) = self
+            .engine
+            .plan_single(sql, &state.view(&self.engine))
+            .await
+            .map_err(to_pg)?
+        else {
             return Ok(None);
         };
         let inferred = match &command {
-            Command::Query(plan) => params::inferred_types(plan)?,
+            Command::Query(plan) | Command::Declare { plan, .. } => params::inferred_types(plan)?,
             _ => Vec::new(),
         };
         Ok(Some(Arc::new(Prepared { command, inferred })))
@@ -162,12 +204,35 @@ impl PgHandler {
         let settings = client
             .session_extensions()
             .get_or_insert_with(session::SessionSettings::default);
+        let cursors = client.session_extensions().get_or_insert_with(cursor::Cursors::default);
         let setting_error = |e: session::SettingError| user_error(e.sqlstate(), e.message());
         match command {
             Command::Query(plan) => self.run(plan, format).await,
             Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
-            Command::Commit => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
-            Command::Rollback => Ok(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+            Command::Commit => {
+                cursors.end_transaction().await;
+                Ok(Response::TransactionEnd(Tag::new("COMMIT")))
+            }
+            Command::Rollback => {
+                cursors.end_transaction().await;
+                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            }
+            Command::Savepoint(tag) => Ok(Response::Execution(Tag::new(tag))),
+            Command::Declare { name, plan, hold } => {
+                let stream = self.engine.execute(plan.clone()).await.map_err(to_pg)?;
+                cursors.declare(name, plan, stream, hold).await?;
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Command::Fetch { name, count } => {
+                let (fields, rows) = cursors.fetch(&name, count, format, query_fields).await?;
+                let mut response = QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
+            }
+            Command::Close(name) => {
+                cursors.close(name.as_deref()).await?;
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
             Command::Set { name, value } => {
                 if !name.is_empty() {
                     settings.set(&name, &value).map_err(setting_error)?;
@@ -241,9 +306,10 @@ impl SimpleQueryHandler for PgHandler {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut responses = Vec::with_capacity(statements.len());
+        let state = ConnectionState::of(client);
         for statement in statements {
             // PostgreSQL stops a multi-statement query at the first error.
-            let command = match self.engine.plan(statement).await {
+            let command = match self.engine.plan(statement, &state.view(&self.engine)).await {
                 Ok(c) => c,
                 Err(e) => {
                     responses.push(Response::Error(Box::new(error_info(e))));
@@ -286,20 +352,51 @@ impl ExtendedQueryHandler for PgHandler {
     {
         let prepared = &portal.statement.statement;
         let command = match &prepared.command {
-            Command::Query(plan) => {
-                let values = params::decode(portal, &prepared.inferred)?;
-                Command::Query(if values.is_empty() {
-                    plan.clone()
-                } else {
-                    plan.clone()
-                        .with_param_values(values)
-                        .map_err(|e| to_pg(GatewayError::DataFusion(e)))?
-                })
-            }
+            Command::Query(plan) => Command::Query(bind(portal, prepared, plan)?),
+            Command::Declare { name, plan, hold } => Command::Declare {
+                name: name.clone(),
+                plan: bind(portal, prepared, plan)?,
+                hold: *hold,
+            },
             other => other.clone(),
         };
-        self.answer(client, command, &portal.result_column_format).await
+        // A declared cursor is also a portal of that name (psycopg 3
+        // describes it before its first FETCH).
+        let cursor_portal = match &command {
+            Command::Declare { name, plan, .. } => Some((name.clone(), plan.clone())),
+            _ => None,
+        };
+        let closed = match &command {
+            Command::Close(Some(name)) => Some(name.clone()),
+            _ => None,
+        };
+        let response = self.answer(client, command, &portal.result_column_format).await?;
+        if let Some((name, plan)) = cursor_portal {
+            let prepared = Arc::new(Prepared {
+                command: Command::Query(plan),
+                inferred: Vec::new(),
+            });
+            let stored = Arc::new(StoredStatement::new(name.clone(), prepared, Vec::new()));
+            client
+                .portal_store()
+                .put_portal(Arc::new(Portal::new_cursor(name, stored)));
+        }
+        if let Some(name) = closed {
+            client.portal_store().rm_portal(&name);
+        }
+        Ok(response)
     }
+}
+
+/// A prepared plan with the portal's parameter values bound.
+fn bind(portal: &Portal<Arc<Prepared>>, prepared: &Prepared, plan: &LogicalPlan) -> PgWireResult<LogicalPlan> {
+    let values = params::decode(portal, &prepared.inferred)?;
+    if values.is_empty() {
+        return Ok(plan.clone());
+    }
+    plan.clone()
+        .with_param_values(values)
+        .map_err(|e| to_pg(GatewayError::DataFusion(e)))
 }
 
 /// Hands the same handler to every connection.

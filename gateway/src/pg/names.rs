@@ -64,7 +64,9 @@ fn type_name(dt: &datafusion::arrow::datatypes::DataType) -> String {
 fn figure(expr: &Expr, input: &LogicalPlan) -> String {
     match expr {
         // DataFusion's planner names `count(*)` with an alias of its own.
-        Expr::Alias(a) if a.name.ends_with("(*)") => figure(&a.expr, input),
+        Expr::Alias(a) if a.name.ends_with("(*)") || a.name.starts_with(crate::rewrite::DUPLICATE_PREFIX) => {
+            figure(&a.expr, input)
+        }
         Expr::Alias(a) => a.name.clone(),
         Expr::Column(c) => match producing_expr(input, &c.name) {
             Some(inner) if !matches!(inner, Expr::Column(_)) => figure(inner, input),

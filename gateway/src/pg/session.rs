@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 /// Defaults, by lower-case name.
-const DEFAULTS: &[(&str, &str)] = &[
+pub const DEFAULTS: &[(&str, &str)] = &[
     ("application_name", ""),
     ("client_encoding", "UTF8"),
     ("client_min_messages", "notice"),
