@@ -6,28 +6,20 @@
 
 mod common;
 
-use chrono::{Duration as Days, TimeZone, Utc};
+use chrono::{Duration as Days, Utc};
 use common::Stack;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 const SITE: &str = "clients.test";
 
 /// Three views of /a and two of /b, yesterday at 01:00 UTC.
 async fn stack_with_pages() -> Stack {
     let stack = Stack::start(&[SITE]).await;
-    let yesterday = (Utc::now() - Days::days(1)).date_naive();
-    let t = Utc
-        .from_utc_datetime(&yesterday.and_hms_opt(1, 0, 0).unwrap())
-        .timestamp_millis();
-    for (i, path) in ["/a", "/a", "/a", "/b", "/b"].iter().enumerate() {
-        let body = json!({"n": "pageview", "u": format!("https://{SITE}{path}"), "d": SITE, "ts": t + i as i64 * 1000});
-        let (status, _) = stack.post(&body.to_string(), &format!("10.9.0.{i}")).await;
-        assert_eq!(status, 202);
-    }
-    stack.wait_caught_up(Duration::from_secs(20)).await;
+    stack
+        .post_pageviews(SITE, &["/a", "/a", "/a", "/b", "/b"], common::yesterday_at(1), "10.9.0")
+        .await;
     stack
 }
 

@@ -11,10 +11,12 @@
 //! - [`pg`]: the pgwire handlers, encoding and accept loop.
 //! - [`pg_catalog`]: the system catalog clients discover tables through.
 //! - [`rewrite`]: PostgreSQL idioms and per-connection functions -> plain SQL.
+//! - [`http`]: the HTTP query API and ready report endpoints.
 //! - [`error`]: the one error -> SQLSTATE mapping.
 
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod keymap;
 pub mod pg;
 pub mod pg_catalog;
@@ -40,7 +42,8 @@ pub struct GatewayConfig {
         default_value = "127.0.0.1:5433"
     )]
     pub addr: SocketAddr,
-    /// Address of the gateway's HTTP server (/healthz, /metrics).
+    /// Address of the gateway's HTTP server (/api/query, /api/report/*,
+    /// /healthz, /metrics).
     #[arg(
         id = "gateway_http_addr",
         long = "gateway-http-addr",
@@ -51,6 +54,13 @@ pub struct GatewayConfig {
     /// Most buckets of one site a single scan may read.
     #[arg(long, env = "TALLY_MAX_BUCKETS", default_value_t = 200_000)]
     pub max_buckets: usize,
+    /// Most rows one HTTP API answer carries (it says when it was cut).
+    #[arg(long, env = "TALLY_HTTP_MAX_ROWS", default_value_t = 10_000)]
+    pub http_max_rows: usize,
+    /// Longest a statement may run before it is cancelled (SQLSTATE 57014);
+    /// clients may lower it with `SET statement_timeout`. 0 = no limit.
+    #[arg(long, env = "TALLY_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
+    pub statement_timeout_secs: u64,
     /// How long running queries may take to finish on shutdown.
     #[arg(long, env = "TALLY_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -62,6 +72,8 @@ impl GatewayConfig {
             addr,
             http_addr,
             max_buckets: 200_000,
+            statement_timeout_secs: 60,
+            http_max_rows: 10_000,
             shutdown_grace_secs: 10,
         }
     }
@@ -89,11 +101,17 @@ pub async fn run(
     let mut reader = keymap::KeymapReader::new(conn.clone());
     reader.max_buckets = cfg.max_buckets;
     let engine = Arc::new(engine::QueryEngine::new(reader)?);
+    let statement_timeout = (cfg.statement_timeout_secs > 0).then(|| Duration::from_secs(cfg.statement_timeout_secs));
     let factory = Arc::new(pg::HandlerFactory {
-        handler: Arc::new(pg::PgHandler::new(engine)),
+        handler: Arc::new(pg::PgHandler::new(engine.clone(), statement_timeout)),
     });
+    let api = http::ApiState {
+        engine,
+        max_rows: cfg.http_max_rows,
+        statement_timeout,
+    };
     let http = http_listener.map(|l| {
-        let app = ops_router("gateway", metrics, redis_health(conn.clone()));
+        let app = ops_router("gateway", metrics, redis_health(conn.clone())).merge(http::router(api));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             axum::serve(l, app)

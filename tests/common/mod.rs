@@ -15,12 +15,23 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// Epoch milliseconds of yesterday (UTC) at `hour`:00: inside ingest's
+/// timestamp window, and a whole day for the tests' buckets.
+pub fn yesterday_at(hour: u32) -> i64 {
+    use chrono::{Duration as Days, TimeZone, Utc};
+    let day = (Utc::now() - Days::days(1)).date_naive();
+    Utc.from_utc_datetime(&day.and_hms_opt(hour, 0, 0).expect("a valid hour"))
+        .timestamp_millis()
+}
+
 pub struct Stack {
     /// Keeps the private Redis (single node or cluster) alive.
     _redis: Box<dyn std::any::Any + Send>,
     pub conn: RedisConn,
     pub ingest_url: String,
     pub pg_addr: SocketAddr,
+    /// Base URL of the gateway's HTTP server (query API, health, metrics).
+    pub gateway_url: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -49,7 +60,8 @@ impl Stack {
             schema::site::add_site(&mut c, s, 0).await.unwrap();
         }
         let shutdown = CancellationToken::new();
-        let (ingest_l, pg_l) = (local().await, local().await);
+        let (ingest_l, pg_l, gw_http_l) = (local().await, local().await, local().await);
+        let gateway_url = format!("http://{}", gw_http_l.local_addr().unwrap());
         let ingest_url = format!("http://{}", ingest_l.local_addr().unwrap());
         let pg_addr = pg_l.local_addr().unwrap();
         let mut icfg = ingest::IngestConfig::with_addr(ingest_l.local_addr().unwrap());
@@ -79,13 +91,16 @@ impl Stack {
         }
         let (c3, s3) = (conn.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
-            gateway::run(gcfg, pg_l, None, c3, None, s3).await.expect("gateway");
+            gateway::run(gcfg, pg_l, Some(gw_http_l), c3, None, s3)
+                .await
+                .expect("gateway");
         }));
         Stack {
             _redis: redis,
             conn,
             ingest_url,
             pg_addr,
+            gateway_url,
             http: reqwest::Client::new(),
             shutdown,
             tasks,
@@ -107,6 +122,18 @@ impl Stack {
         let status = resp.status().as_u16();
         let json = resp.json().await.unwrap_or(serde_json::Value::Null);
         (status, json)
+    }
+
+    /// Post one page view per path of `site`, a second apart from
+    /// `start_ms`, each from its own address (`<ip_prefix>.<i>`), and wait
+    /// until they are applied.
+    pub async fn post_pageviews(&self, site: &str, paths: &[&str], start_ms: i64, ip_prefix: &str) {
+        for (i, path) in paths.iter().enumerate() {
+            let body = serde_json::json!({"n": "pageview", "u": format!("https://{site}{path}"), "d": site, "ts": start_ms + i as i64 * 1000});
+            let (status, answer) = self.post(&body.to_string(), &format!("{ip_prefix}.{i}")).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        self.wait_caught_up(Duration::from_secs(20)).await;
     }
 
     /// Wait until every accepted event is applied, failing after `limit`.

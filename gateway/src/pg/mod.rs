@@ -8,6 +8,7 @@
 
 pub mod cursor;
 pub mod encode;
+pub mod limits;
 pub mod names;
 pub mod params;
 pub mod server;
@@ -28,7 +29,8 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -188,15 +190,42 @@ pub struct PgHandler {
     engine: Arc<QueryEngine>,
     parser: Arc<Parser>,
     pids: RandomPidSecretKeyGenerator,
+    /// Routes CancelRequests (by pid and secret key) to running queries.
+    pub cancels: Arc<ConnectionManager>,
+    /// The operator's statement timeout (`None` = no limit).
+    statement_timeout: Option<std::time::Duration>,
 }
 
 impl PgHandler {
-    pub fn new(engine: Arc<QueryEngine>) -> Self {
+    pub fn new(engine: Arc<QueryEngine>, statement_timeout: Option<std::time::Duration>) -> Self {
         PgHandler {
             parser: Arc::new(Parser { engine: engine.clone() }),
             engine,
             pids: RandomPidSecretKeyGenerator::default(),
+            cancels: Arc::new(ConnectionManager::new()),
+            statement_timeout,
         }
+    }
+
+    /// What stops the statement about to run: a cancel request for this
+    /// connection or its statement timeout.
+    async fn stop_signal<C: ClientInfo>(
+        &self,
+        client: &C,
+        settings: &session::SessionSettings,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>> {
+        let cancel = match client.session_extensions().get::<limits::CancelRegistration>() {
+            Some(r) => Some(r.handle.start_query().await),
+            None => None,
+        };
+        let session = settings
+            .get("statement_timeout")
+            .ok()
+            .and_then(|v| limits::parse_timeout(&v));
+        Box::pin(limits::stop_signal(
+            cancel,
+            limits::effective_timeout(self.statement_timeout, session),
+        ))
     }
 
     /// Answer a command: session commands here, queries through DataFusion.
@@ -207,7 +236,10 @@ impl PgHandler {
         let cursors = client.session_extensions().get_or_insert_with(cursor::Cursors::default);
         let setting_error = |e: session::SettingError| user_error(e.sqlstate(), e.message());
         match command {
-            Command::Query(plan) => self.run(plan, format).await,
+            Command::Query(plan) => {
+                let stop = self.stop_signal(client, &settings).await;
+                self.run(plan, format, stop).await
+            }
             Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
             Command::Commit => {
                 cursors.end_transaction().await;
@@ -234,6 +266,12 @@ impl PgHandler {
                 Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
             }
             Command::Set { name, value } => {
+                if name == "statement_timeout" && limits::parse_timeout(&value).is_none() {
+                    return Err(user_error(
+                        "22023",
+                        format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
+                    ));
+                }
                 if !name.is_empty() {
                     settings.set(&name, &value).map_err(setting_error)?;
                 }
@@ -255,7 +293,12 @@ impl PgHandler {
     }
 
     /// Execute a plan and wrap its stream as a pgwire response.
-    async fn run(&self, plan: LogicalPlan, format: &Format) -> PgWireResult<Response> {
+    async fn run(
+        &self,
+        plan: LogicalPlan,
+        format: &Format,
+        stop: std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>>,
+    ) -> PgWireResult<Response> {
         let fields = Arc::new(query_fields(&plan, format));
         let batches = self.engine.execute(plan).await.map_err(to_pg)?;
         metrics::counter!("tally_gateway_queries_total").increment(1);
@@ -269,7 +312,7 @@ impl PgHandler {
                 Err(e) => stream::iter(vec![Err(to_pg(GatewayError::DataFusion(e)))]),
             })
             .flatten();
-        Ok(Response::Query(QueryResponse::new(fields, rows)))
+        Ok(Response::Query(QueryResponse::new(fields, limits::guarded(rows, stop))))
     }
 }
 
@@ -285,6 +328,10 @@ impl StartupHandler for PgHandler {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
             let (pid, key) = self.pids.generate(&*client);
+            let (handle, guard) = self.cancels.register(pid, key.clone());
+            client
+                .session_extensions()
+                .insert(limits::CancelRegistration { handle, _guard: guard });
             client.set_pid_and_secret_key(pid, key);
             finish_authentication(client, &ServerParams).await?;
         }
@@ -415,5 +462,11 @@ impl PgWireServerHandlers for HandlerFactory {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.handler.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(pgwire::api::cancel::DefaultCancelHandler::new(
+            self.handler.cancels.clone(),
+        ))
     }
 }
