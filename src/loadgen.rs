@@ -41,7 +41,8 @@ pub struct LoadgenOptions {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Spread event times over the past N hours (sent as client timestamps;
-    /// at most 71). 0 = events happen now.
+    /// keep it below ingest's --max-event-age-hours, 72 by default). 0 =
+    /// events happen now.
     #[arg(long, default_value_t = 0)]
     pub backfill_hours: u64,
     /// Draw a progress bar.
@@ -180,7 +181,9 @@ impl TrafficModel {
             sites,
             pages,
             active: Vec::new(),
-            backfill_ms: backfill_hours.min(71) as i64 * 3_600_000,
+            backfill_ms: i64::try_from(backfill_hours)
+                .unwrap_or(i64::MAX / 3_600_000)
+                .saturating_mul(3_600_000),
             visitors_per_site: 5_000,
         })
     }

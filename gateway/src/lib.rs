@@ -12,6 +12,7 @@
 //! - [`pg_catalog`]: the system catalog clients discover tables through.
 //! - [`rewrite`]: PostgreSQL idioms and per-connection functions -> plain SQL.
 //! - [`http`]: the HTTP query API and ready report endpoints.
+//! - [`result_cache`]: recent small results, for dashboard refreshes.
 //! - [`error`]: the one error -> SQLSTATE mapping.
 
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod keymap;
 pub mod pg;
 pub mod pg_catalog;
 pub mod pushdown;
+pub mod result_cache;
 pub mod rewrite;
 pub mod tables;
 
@@ -54,6 +56,10 @@ pub struct GatewayConfig {
     /// Most buckets of one site a single scan may read.
     #[arg(long, env = "TALLY_MAX_BUCKETS", default_value_t = 200_000)]
     pub max_buckets: usize,
+    /// How long a small query result is reused for the same statement
+    /// (dashboard refreshes); 0 turns the cache off.
+    #[arg(long, env = "TALLY_RESULT_CACHE_MS", default_value_t = 1000)]
+    pub result_cache_ms: u64,
     /// Most rows one HTTP API answer carries (it says when it was cut).
     #[arg(long, env = "TALLY_HTTP_MAX_ROWS", default_value_t = 10_000)]
     pub http_max_rows: usize,
@@ -74,6 +80,7 @@ impl GatewayConfig {
             max_buckets: 200_000,
             statement_timeout_secs: 60,
             http_max_rows: 10_000,
+            result_cache_ms: 1000,
             shutdown_grace_secs: 10,
         }
     }
@@ -103,7 +110,15 @@ pub async fn run(
     let engine = Arc::new(engine::QueryEngine::new(reader)?);
     let statement_timeout = (cfg.statement_timeout_secs > 0).then(|| Duration::from_secs(cfg.statement_timeout_secs));
     let factory = Arc::new(pg::HandlerFactory {
-        handler: Arc::new(pg::PgHandler::new(engine.clone(), statement_timeout)),
+        handler: Arc::new(pg::PgHandler::new(
+            engine.clone(),
+            statement_timeout,
+            Arc::new(result_cache::ResultCache::new(
+                Duration::from_millis(cfg.result_cache_ms),
+                10_000,
+                1_024,
+            )),
+        )),
     });
     let api = http::ApiState {
         engine,

@@ -65,6 +65,10 @@ pub struct IngestConfig {
     /// Most events in one `POST /api/events` request.
     #[arg(long, env = "TALLY_MAX_BATCH_EVENTS", default_value_t = 100)]
     pub max_batch_events: usize,
+    /// Oldest event time accepted, in hours before now (raise it to import
+    /// history through the batch endpoint).
+    #[arg(long, env = "TALLY_MAX_EVENT_AGE_HOURS", default_value_t = 72)]
+    pub max_event_age_hours: u32,
     /// File of extra referrer-spam domains, one per line (the built-in list
     /// is always on).
     #[arg(long, env = "TALLY_SPAM_LIST")]
@@ -83,6 +87,7 @@ impl IngestConfig {
             queue: 16_384,
             site_rate_limit: 0.0,
             max_batch_events: 100,
+            max_event_age_hours: 72,
             spam_list: None,
         }
     }
@@ -130,7 +135,10 @@ pub async fn run(
         },
     );
     let state = Arc::new(http::AppState {
-        limits: payload::Limits::default(),
+        limits: payload::Limits {
+            max_past_ms: i64::from(cfg.max_event_age_hours) * 3_600_000,
+            ..payload::Limits::default()
+        },
         max_body_bytes: cfg.max_body_bytes,
         trust_forwarded_for: cfg.trust_forwarded_for,
         country_header,

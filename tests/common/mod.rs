@@ -53,6 +53,23 @@ impl Stack {
     /// Start everything against the Redis at `url` (kept alive by `redis`),
     /// with `streamers` streamer processes sharing the consumer group.
     pub async fn start_on(redis: Box<dyn std::any::Any + Send>, url: &str, sites: &[&str], streamers: usize) -> Stack {
+        Self::start_full(redis, url, sites, streamers, |_| {}).await
+    }
+
+    /// Start on a private Redis with the gateway's configuration adjusted.
+    pub async fn start_with_gateway(sites: &[&str], configure: impl FnOnce(&mut gateway::GatewayConfig)) -> Stack {
+        let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        let url = redis.url();
+        Self::start_full(Box::new(redis), &url, sites, 1, configure).await
+    }
+
+    async fn start_full(
+        redis: Box<dyn std::any::Any + Send>,
+        url: &str,
+        sites: &[&str],
+        streamers: usize,
+        configure: impl FnOnce(&mut gateway::GatewayConfig),
+    ) -> Stack {
         let target = RedisTarget::parse(url).unwrap();
         let conn = RedisConn::connect(&target, ConnectOptions::default()).await.unwrap();
         let mut c = conn.clone();
@@ -78,6 +95,9 @@ impl Stack {
             .collect();
         let mut gcfg = gateway::GatewayConfig::with_addrs(pg_addr, "127.0.0.1:0".parse().unwrap());
         gcfg.shutdown_grace_secs = 1;
+        // Tests read right after writing; the result cache has its own test.
+        gcfg.result_cache_ms = 0;
+        configure(&mut gcfg);
         let mut tasks = Vec::new();
         let (c1, s1) = (conn.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {

@@ -158,6 +158,71 @@ impl ToSql for PgTimestamp {
     to_sql_checked!();
 }
 
+/// A float printed as PostgreSQL prints it in text format: shortest
+/// round-trip digits, no `.0` on whole numbers, exponent form `1e+20` /
+/// `1e-05` outside [1e-4, 1e15), `NaN` and `Infinity`.
+#[derive(Debug)]
+struct PgFloat(f64, bool);
+
+/// PostgreSQL's text form of a float (`single` for float4).
+pub fn float_text(v: f64, single: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let a = v.abs();
+    let shortest = if single {
+        format!("{}", v as f32)
+    } else {
+        format!("{v}")
+    };
+    if a == 0.0 || (1e-4..1e15).contains(&a) {
+        return shortest;
+    }
+    let e = if single {
+        format!("{:e}", v as f32)
+    } else {
+        format!("{v:e}")
+    };
+    match e.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = exp.strip_prefix('-').map_or(("+", exp), |d| ("-", d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => shortest,
+    }
+}
+
+impl ToSqlText for PgFloat {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _f: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(float_text(self.0, self.1).as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql for PgFloat {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if self.1 {
+            (self.0 as f32).to_sql(ty, out)
+        } else {
+            self.0.to_sql(ty, out)
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::FLOAT4 | Type::FLOAT8)
+    }
+
+    to_sql_checked!();
+}
+
 fn nanos(unit: &TimeUnit, col: &ArrayRef, row: usize) -> i64 {
     match unit {
         TimeUnit::Second => col
@@ -194,8 +259,8 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireR
             let v = i64::try_from(col.as_primitive::<UInt64Type>().value(row)).map_err(encode_err)?;
             enc.encode_field(&v)
         }
-        DataType::Float32 => enc.encode_field(&col.as_primitive::<Float32Type>().value(row)),
-        DataType::Float64 => enc.encode_field(&col.as_primitive::<Float64Type>().value(row)),
+        DataType::Float32 => enc.encode_field(&PgFloat(f64::from(col.as_primitive::<Float32Type>().value(row)), true)),
+        DataType::Float64 => enc.encode_field(&PgFloat(col.as_primitive::<Float64Type>().value(row), false)),
         DataType::Timestamp(unit, zone) => enc.encode_field(&PgTimestamp {
             at: utc_from_nanos(nanos(unit, col, row)),
             with_zone: zone.is_some(),
@@ -268,6 +333,24 @@ mod tests {
             .to_sql_text(&Type::TIMESTAMPTZ, &mut out, &FormatOptions::default())
             .unwrap();
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn floats_print_as_postgresql_does() {
+        for (v, want) in [
+            (1_795_096_800.0, "1795096800"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (1e20, "1e+20"),
+            (1.2345678901234568e20, "1.2345678901234568e+20"),
+            (0.00001, "1e-05"),
+            (0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            assert_eq!(float_text(v, false), want, "{v}");
+        }
+        assert_eq!(float_text(f64::from(0.1f32), true), "0.1");
     }
 
     #[test]

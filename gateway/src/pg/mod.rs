@@ -194,11 +194,18 @@ pub struct PgHandler {
     pub cancels: Arc<ConnectionManager>,
     /// The operator's statement timeout (`None` = no limit).
     statement_timeout: Option<std::time::Duration>,
+    /// Recent small results, for dashboard refreshes.
+    cache: Arc<crate::result_cache::ResultCache>,
 }
 
 impl PgHandler {
-    pub fn new(engine: Arc<QueryEngine>, statement_timeout: Option<std::time::Duration>) -> Self {
+    pub fn new(
+        engine: Arc<QueryEngine>,
+        statement_timeout: Option<std::time::Duration>,
+        cache: Arc<crate::result_cache::ResultCache>,
+    ) -> Self {
         PgHandler {
+            cache,
             parser: Arc::new(Parser { engine: engine.clone() }),
             engine,
             pids: RandomPidSecretKeyGenerator::default(),
@@ -300,18 +307,45 @@ impl PgHandler {
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>>,
     ) -> PgWireResult<Response> {
         let fields = Arc::new(query_fields(&plan, format));
-        let batches = self.engine.execute(plan).await.map_err(to_pg)?;
         metrics::counter!("tally_gateway_queries_total").increment(1);
+        if let Some(cached) = self.cache.get(&plan) {
+            metrics::counter!("tally_gateway_result_cache_hits_total").increment(1);
+            let mut rows = Vec::new();
+            for b in cached.iter() {
+                rows.extend(encode::encode_batch(b, &fields)?.into_iter().map(Ok));
+            }
+            return Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))));
+        }
+        let started = std::time::Instant::now();
+        let batches = self.engine.execute(plan.clone()).await.map_err(to_pg)?;
+        // Keep the batches while they stream; a complete, small result is
+        // cached when the stream ends (not when it fails or is stopped).
+        let collector = self.cache.collector();
+        let (keep, finished) = (collector.clone(), collector);
         let row_fields = fields.clone();
         let rows = batches
             .map(move |batch| match batch {
-                Ok(b) => match encode::encode_batch(&b, &row_fields) {
-                    Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
-                    Err(e) => stream::iter(vec![Err(e)]),
-                },
-                Err(e) => stream::iter(vec![Err(to_pg(GatewayError::DataFusion(e)))]),
+                Ok(b) => {
+                    keep.push(&b);
+                    match encode::encode_batch(&b, &row_fields) {
+                        Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
+                        Err(e) => stream::iter(vec![Err(e)]),
+                    }
+                }
+                Err(e) => {
+                    keep.abandon();
+                    stream::iter(vec![Err(to_pg(GatewayError::DataFusion(e)))])
+                }
             })
             .flatten();
+        let cache = self.cache.clone();
+        let finish = stream::once(async move {
+            if let Some(batches) = finished.finish() {
+                cache.put(plan, started, batches);
+            }
+        })
+        .filter_map(|()| async { None::<PgWireResult<pgwire::messages::data::DataRow>> });
+        let rows = rows.chain(finish);
         Ok(Response::Query(QueryResponse::new(fields, limits::guarded(rows, stop))))
     }
 }
