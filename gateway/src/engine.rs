@@ -198,6 +198,7 @@ impl QueryEngine {
                     return Ok(command);
                 }
                 rewrite(s, session)?;
+                self.fold_select_list_in_subqueries(s).await;
                 if let Some(command) = self.cursor_command(s).await? {
                     return Ok(command);
                 }
@@ -216,6 +217,47 @@ impl QueryEngine {
             LogicalPlan::Statement(s) => Err(GatewayError::Unsupported(s.name().to_owned())),
             _ => Ok(Command::Query(plan)),
         }
+    }
+
+    /// `CASE WHEN x IN (SELECT ...)` in a select list (Grafana's table
+    /// list) cannot be planned by DataFusion. When such a subquery stands
+    /// alone, it is run now and its values (at most 1,000) replace it; one
+    /// that refers to the outer row is left as it is.
+    async fn fold_select_list_in_subqueries(&self, s: &mut SqlStatement) {
+        const MOST_VALUES: usize = 1_000;
+        let mut n = 0;
+        while let Some(query) = crate::rewrite::select_list_in_subquery(s, n) {
+            let values = self.constant_values(query, MOST_VALUES).await;
+            match values {
+                Some(values) => crate::rewrite::replace_select_list_in_subquery(s, n, values),
+                None => n += 1,
+            }
+            if n > 16 {
+                break;
+            }
+        }
+    }
+
+    async fn constant_values(&self, query: Box<ast::Query>, most: usize) -> Option<Vec<ast::Expr>> {
+        use futures::StreamExt;
+        let statement = Statement::Statement(Box::new(SqlStatement::Query(query)));
+        let plan = self.ctx.state().statement_to_plan(statement).await.ok()?;
+        if plan.schema().fields().len() != 1 {
+            return None;
+        }
+        let mut stream = self.execute(plan).await.ok()?;
+        let mut out = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.ok()?;
+            for row in 0..batch.num_rows() {
+                let v = datafusion::common::ScalarValue::try_from_array(batch.column(0), row).ok()?;
+                out.push(crate::rewrite::literal_of(&v)?);
+                if out.len() > most {
+                    return None;
+                }
+            }
+        }
+        Some(out)
     }
 
     /// DECLARE / FETCH / CLOSE.

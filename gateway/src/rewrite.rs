@@ -670,6 +670,114 @@ pub fn known_client_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// What [`select_list_in_subquery`] does with the subquery it finds.
+enum InSubqueryAction {
+    Take(Option<Box<ast::Query>>),
+    Replace(Vec<Expr>),
+}
+
+struct SelectListInSubquery {
+    target: usize,
+    seen: usize,
+    action: InSubqueryAction,
+}
+
+impl SelectListInSubquery {
+    fn visit(&mut self, root: &mut impl VisitMut) -> ControlFlow<()> {
+        ast::visit_expressions_mut(root, |e: &mut Expr| {
+            if let Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+                ..
+            } = e
+            {
+                if self.seen == self.target {
+                    match &mut self.action {
+                        InSubqueryAction::Take(slot) => *slot = Some(subquery.clone()),
+                        InSubqueryAction::Replace(list) => {
+                            *e = Expr::InList {
+                                expr: expr.clone(),
+                                list: std::mem::take(list),
+                                negated: *negated,
+                            };
+                        }
+                    }
+                    return ControlFlow::Break(());
+                }
+                self.seen += 1;
+            }
+            ControlFlow::Continue(())
+        })
+    }
+}
+
+impl VisitorMut for SelectListInSubquery {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        if let Some(ast::OrderBy {
+            kind: ast::OrderByKind::Expressions(items),
+            ..
+        }) = &mut query.order_by
+        {
+            for item in items {
+                self.visit(&mut item.expr)?;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut ast::Select) -> ControlFlow<()> {
+        for item in &mut select.projection {
+            self.visit(item)?;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The `n`-th `x IN (subquery)` inside a select list or an ORDER BY
+/// (pre-order), which DataFusion cannot plan there. The engine evaluates it when it stands
+/// alone (does not reference the outer row) and puts back the values with
+/// [`replace_select_list_in_subquery`].
+pub fn select_list_in_subquery(statement: &mut ast::Statement, n: usize) -> Option<Box<ast::Query>> {
+    let mut v = SelectListInSubquery {
+        target: n,
+        seen: 0,
+        action: InSubqueryAction::Take(None),
+    };
+    let _ = statement.visit(&mut v);
+    match v.action {
+        InSubqueryAction::Take(q) => q,
+        InSubqueryAction::Replace(_) => None,
+    }
+}
+
+/// Replace the `n`-th select-list `IN (subquery)` by `IN (values...)`.
+pub fn replace_select_list_in_subquery(statement: &mut ast::Statement, n: usize, values: Vec<Expr>) {
+    let mut v = SelectListInSubquery {
+        target: n,
+        seen: 0,
+        action: InSubqueryAction::Replace(values),
+    };
+    let _ = statement.visit(&mut v);
+}
+
+/// A literal for a constant value of a folded subquery.
+pub fn literal_of(v: &datafusion::common::ScalarValue) -> Option<Expr> {
+    use datafusion::common::ScalarValue as S;
+    Some(match v {
+        S::Utf8(Some(s)) | S::LargeUtf8(Some(s)) | S::Utf8View(Some(s)) => string_lit(s.clone()),
+        S::Int16(Some(i)) => number_lit(i),
+        S::Int32(Some(i)) => number_lit(i),
+        S::Int64(Some(i)) => number_lit(i),
+        S::UInt32(Some(i)) => number_lit(i),
+        S::Boolean(Some(b)) => Expr::Value(Value::Boolean(*b).with_empty_span()),
+        v if v.is_null() => null_lit(),
+        _ => return None,
+    })
+}
+
 /// One element of an array literal: a number when it reads as one.
 fn array_item(item: String) -> Expr {
     if item.parse::<i64>().is_ok() {
@@ -744,6 +852,75 @@ impl VisitorMut for Rewriter<'_, '_> {
                     }
                     ControlFlow::<()>::Continue(())
                 });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<Self::Break> {
+        let ast::TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Some(function) = unqualified(name) else {
+            return ControlFlow::Continue(());
+        };
+        match function.as_str() {
+            "generate_series" | "range" | "unnest" => {
+                // Integer bounds from array_lower/upper are int4; the series
+                // takes int8.
+                for arg in &mut args.args {
+                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg
+                        && matches!(e, Expr::Function(f) if matches!(unqualified(&f.name).as_deref(), Some("array_lower" | "array_upper" | "array_length" | "cardinality")))
+                    {
+                        *e = cast(e.clone(), SqlType::BigInt(None));
+                    }
+                }
+                // `generate_series(1, 3) AS i`: PostgreSQL names the one
+                // column after the alias.
+                if let Some(a) = alias
+                    && a.columns.is_empty()
+                {
+                    a.columns = vec![ast::TableAliasColumnDef::from_name(a.name.value.clone())];
+                }
+            }
+            "unique_visitors" | "unique_visitors_by" => {}
+            _ => {
+                // A scalar function in FROM (`string_to_array(...) s`) is a
+                // one-row relation whose column is named after the alias.
+                let column = alias
+                    .as_ref()
+                    .map_or_else(|| function.clone(), |a| a.name.value.clone());
+                let call = format!(
+                    "SELECT {}({}) AS {}",
+                    function,
+                    args.args.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    Ident::with_quote('"', column.clone())
+                );
+                let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                    &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                    &call,
+                );
+                if let Ok(mut statements) = parsed
+                    && let Some(ast::Statement::Query(query)) = statements.pop()
+                {
+                    *factor = ast::TableFactor::Derived {
+                        lateral: false,
+                        subquery: query,
+                        alias: Some(alias.clone().unwrap_or_else(|| ast::TableAlias {
+                            explicit: true,
+                            name: Ident::new(column),
+                            columns: Vec::new(),
+                            at: None,
+                        })),
+                        sample: None,
+                    };
+                }
             }
         }
         ControlFlow::Continue(())
