@@ -117,6 +117,66 @@ async fn sessions_behave_like_postgresql() {
     };
     assert_eq!(listed, want);
 
+    // PostgreSQL's dialect and the functions clients call, with their values.
+    for (sql, want) in [
+        ("select 'a' = any(array['a','b']), 'c' = any('{a,b}')", "t|f"),
+        ("select 'a_b' like 'a!_b' escape '!', 'axb' like 'a!_b' escape '!'", "t|f"),
+        ("select E'x\\ty'", "x\ty"),
+        ("select extract(epoch from timestamptz '2026-01-01 00:00:00+00')", "1767225600"),
+        ("select date_trunc('hour', timestamptz '2026-01-01 05:06:07+00')", "2026-01-01 05:00:00+00"),
+        ("select count(*) from generate_series(1, 5)", "5"),
+        ("select now() - interval '7 days' < now()", "t"),
+        ("select current_setting('server_version_num'), current_setting('nope', true) is null", "160006|t"),
+        ("select set_config('application_name', 'probe', false)", "probe"),
+        ("select current_user, session_user, current_database(), current_schema()", "tally|tally|tally|public"),
+        ("select current_schemas(false), current_schemas(true)", "{public}|{pg_catalog,public}"),
+        ("select pg_typeof(1.5::float8), format_type(1700, 1179658)", "double precision|numeric(18,6)"),
+        ("select quote_ident('User'), parse_ident('public.\"T\"')", "\"User\"|{public,T}"),
+        ("select to_regtype('bigint'), to_regclass('nope') is null", "20|t"),
+        ("select 'traffic_day'::regclass = to_regclass('public.traffic_day')", "t"),
+        ("select has_table_privilege('traffic_day', 'select'), pg_table_is_visible('traffic_day'::regclass)", "t|t"),
+        (
+            "select obj_description('sites'::regclass, 'pg_class'), col_description('sites'::regclass, 1)",
+            "registered sites|site domain",
+        ),
+        (
+            "select pg_get_constraintdef(oid) from pg_constraint where conname = 'sites_pkey'",
+            "PRIMARY KEY (site)",
+        ),
+        (
+            "select typname, typarray from pg_type where oid = 'timestamptz'::regtype",
+            "timestamptz|1185",
+        ),
+        (
+            "select data_type, udt_name from information_schema.columns where table_name = 'traffic_day' and column_name = 'bucket'",
+            "timestamp with time zone|timestamptz",
+        ),
+    ] {
+        let msgs = a.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let row = msgs
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL")).collect::<Vec<_>>().join("|")),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{sql}: no row"));
+        assert_eq!(row, want, "{sql}");
+    }
+    assert_eq!(show(&a, "application_name").await.as_deref(), Some("probe"), "set_config sets");
+
+    // Errors carry PostgreSQL's SQLSTATEs.
+    for (sql, code) in [
+        ("select * from no_such_table", "42P01"),
+        ("select no_such_column from sites", "42703"),
+        ("selec 1", "42601"),
+        ("insert into sites values ('x')", "25006"),
+        ("select 'nope'::regclass", "42P01"),
+        ("fetch 1 from no_cursor", "34000"),
+    ] {
+        let err = a.simple_query(sql).await.expect_err(sql);
+        assert_eq!(err.code().map(|c| c.code()), Some(code), "{sql}: {err}");
+    }
+
     // Empty queries and Grafana's pgx ping.
     a.simple_query("").await.unwrap();
     a.simple_query("-- ping").await.unwrap();

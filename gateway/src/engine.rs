@@ -151,10 +151,13 @@ pub struct QueryEngine {
 
 impl QueryEngine {
     pub fn new(reader: KeymapReader) -> Result<Self, GatewayError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_information_schema(false)
             .with_target_partitions(2);
+        // `timestamptz` values and `now()` are in UTC, as the TimeZone the
+        // server reports.
+        config.options_mut().execution.time_zone = Some(crate::tables::UTC.to_owned());
         let ctx = SessionContext::new_with_config(config);
         ctx.register_udf(create_udf(
             "version",

@@ -24,6 +24,21 @@ use std::ops::ControlFlow;
 /// NULL`); the row description names them as PostgreSQL would.
 pub const DUPLICATE_PREFIX: &str = "__tally_repeat_";
 
+/// Functions answered from the connection (replaced by literals).
+const SESSION_FUNCTIONS: &[&str] = &[
+    "current_user",
+    "session_user",
+    "user",
+    "current_role",
+    "current_database",
+    "current_catalog",
+    "current_schema",
+    "current_schemas",
+    "pg_backend_pid",
+    "current_setting",
+    "set_config",
+];
+
 /// What the rewrite needs to know about the connection.
 pub struct SessionView<'a> {
     pub settings: &'a SessionSettings,
@@ -187,7 +202,8 @@ enum OidKind {
 
 fn sql_type_for(name: &str) -> Option<SqlType> {
     Some(match name {
-        "text" | "name" | "char" | "\"char\"" | "bpchar" | "sql_identifier" | "character_data" | "yes_or_no" => {
+        "text" | "name" | "char" | "\"char\"" | "bpchar" | "sql_identifier" | "character_data" | "yes_or_no"
+        | "json" | "jsonb" => {
             SqlType::Text
         }
         "varchar" => SqlType::Varchar(None),
@@ -213,6 +229,8 @@ fn sql_type_for(name: &str) -> Option<SqlType> {
 fn cast_target(dt: &SqlType) -> CastTarget {
     match dt {
         SqlType::Regclass => CastTarget::Oid(OidKind::Class),
+        // JSON values are carried as text.
+        SqlType::JSON | SqlType::JSONB => CastTarget::Sql(SqlType::Text),
         SqlType::Custom(name, _) => {
             let p = parts(name);
             let last = p.last().map(String::as_str).unwrap_or_default();
@@ -438,6 +456,33 @@ impl Rewriter<'_, '_> {
                     *expr = call("unnest", vec![call("range", vec![number_lit(1), upper])]);
                 } else if parts(&f.name).len() == 2 {
                     f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]);
+                }
+            }
+            Expr::Like {
+                pattern, escape_char, ..
+            }
+            | Expr::ILike {
+                pattern, escape_char, ..
+            } => {
+                // DataFusion escapes with backslash only: `LIKE 'a!_%' ESCAPE
+                // '!'` becomes `LIKE 'a\_%'` (a literal backslash doubled).
+                let escape = escape_char.as_ref().and_then(|v| match &v.value {
+                    Value::SingleQuotedString(e) => Some(e.clone()),
+                    _ => None,
+                });
+                if let Some(escape) = escape
+                    && escape != "\\"
+                    && let Some(p) = literal_str(pattern)
+                {
+                    let mut chars = escape.chars();
+                    let (Some(e), None) = (chars.next(), chars.next()) else {
+                        return Err(RewriteError::new(
+                            "22025",
+                            "invalid escape string: it must be empty or one character".into(),
+                        ));
+                    };
+                    **pattern = string_lit(like_pattern_with_backslash(p, e));
+                    *escape_char = None;
                 }
             }
             Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
@@ -778,6 +823,26 @@ pub fn literal_of(v: &datafusion::common::ScalarValue) -> Option<Expr> {
     })
 }
 
+/// A LIKE pattern written with escape character `escape`, rewritten to
+/// use backslash.
+fn like_pattern_with_backslash(pattern: &str, escape: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            if let Some(next) = chars.next() {
+                out.push('\\');
+                out.push(next);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One element of an array literal: a number when it reads as one.
 fn array_item(item: String) -> Expr {
     if item.parse::<i64>().is_ok() {
@@ -829,17 +894,21 @@ impl VisitorMut for Rewriter<'_, '_> {
                 *e = call(f, vec![(**inner).clone()]);
             }
         }
-        // PostgreSQL allows `SELECT NULL, NULL`; DataFusion needs unique
-        // names, so repeats get an alias the row description undoes.
-        let mut seen = std::collections::HashSet::new();
-        for (i, item) in select.projection.iter_mut().enumerate() {
-            if let ast::SelectItem::UnnamedExpr(e) = item
-                && !seen.insert(e.to_string())
-            {
-                *item = ast::SelectItem::ExprWithAlias {
-                    expr: e.clone(),
-                    alias: Ident::new(format!("{DUPLICATE_PREFIX}{i}")),
+        // A connection value selected bare keeps PostgreSQL's column name
+        // (`current_user`, `pg_backend_pid`) once it becomes a literal.
+        for item in &mut select.projection {
+            if let ast::SelectItem::UnnamedExpr(e) = item {
+                let name = match e {
+                    Expr::Identifier(id) if id.quote_style.is_none() => Some(id.value.to_ascii_lowercase()),
+                    Expr::Function(f) => unqualified(&f.name),
+                    _ => None,
                 };
+                if let Some(name) = name.filter(|n| SESSION_FUNCTIONS.contains(&n.as_str())) {
+                    *item = ast::SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::with_quote('"', name),
+                    };
+                }
             }
         }
         if reads_empty {
@@ -852,6 +921,29 @@ impl VisitorMut for Rewriter<'_, '_> {
                     }
                     ControlFlow::<()>::Continue(())
                 });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_select(&mut self, select: &mut ast::Select) -> ControlFlow<Self::Break> {
+        // PostgreSQL allows `SELECT NULL, NULL` and two columns of one name;
+        // DataFusion needs unique names, so repeats get an alias that the
+        // row description undoes (`__tally_repeat_<i>_<name>`).
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in select.projection.iter_mut().enumerate() {
+            let (expr, key, wanted) = match item {
+                ast::SelectItem::UnnamedExpr(e) => (e.clone(), e.to_string(), String::new()),
+                ast::SelectItem::ExprWithAlias { expr, alias } => {
+                    (expr.clone(), alias.value.clone(), alias.value.clone())
+                }
+                _ => continue,
+            };
+            if !seen.insert(key) {
+                *item = ast::SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::with_quote('"', format!("{DUPLICATE_PREFIX}{i}_{wanted}")),
+                };
             }
         }
         ControlFlow::Continue(())
@@ -987,7 +1079,7 @@ mod tests {
         );
         assert_eq!(
             rewritten("select pg_catalog.pg_backend_pid(), user, current_schemas(true)").unwrap(),
-            "SELECT 42, 'alice', make_array('pg_catalog', 'public')"
+            "SELECT 42 AS \"pg_backend_pid\", 'alice' AS \"user\", make_array('pg_catalog', 'public') AS \"current_schemas\""
         );
         assert_eq!(
             rewritten("select oid::regtype::text, 'int8'::regtype from pg_type").unwrap(),
@@ -1000,13 +1092,23 @@ mod tests {
     }
 
     #[test]
+    fn like_escapes_become_backslashes() {
+        assert_eq!(like_pattern_with_backslash("a/_b%", '/'), "a\\_b%");
+        assert_eq!(like_pattern_with_backslash("c:\\x//", '/'), "c:\\\\x\\/");
+        assert_eq!(
+            rewritten("select 1 where 'a_b' like 'a!_b' escape '!'").unwrap(),
+            "SELECT 1 WHERE 'a_b' LIKE 'a\\_b'"
+        );
+    }
+
+    #[test]
     fn unknown_names_are_postgresql_errors() {
         assert_eq!(rewritten("select 'nope'::regclass").unwrap_err().code, "42P01");
         assert_eq!(rewritten("select 'nope'::regtype").unwrap_err().code, "42704");
         assert_eq!(rewritten("select current_setting('nope')").unwrap_err().code, "42704");
         assert_eq!(
             rewritten("select current_setting('nope', true)").unwrap(),
-            "SELECT CAST(NULL AS TEXT)"
+            "SELECT CAST(NULL AS TEXT) AS \"current_setting\""
         );
     }
 }

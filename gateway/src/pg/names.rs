@@ -64,8 +64,14 @@ fn type_name(dt: &datafusion::arrow::datatypes::DataType) -> String {
 fn figure(expr: &Expr, input: &LogicalPlan) -> String {
     match expr {
         // DataFusion's planner names `count(*)` with an alias of its own.
-        Expr::Alias(a) if a.name.ends_with("(*)") || a.name.starts_with(crate::rewrite::DUPLICATE_PREFIX) => {
-            figure(&a.expr, input)
+        Expr::Alias(a) if a.name.ends_with("(*)") => figure(&a.expr, input),
+        Expr::Alias(a) if a.name.starts_with(crate::rewrite::DUPLICATE_PREFIX) => {
+            // `__tally_repeat_<i>_<wanted>`: the wanted name, or PostgreSQL's.
+            let rest = &a.name[crate::rewrite::DUPLICATE_PREFIX.len()..];
+            match rest.split_once('_') {
+                Some((_, wanted)) if !wanted.is_empty() => wanted.to_owned(),
+                _ => figure(&a.expr, input),
+            }
         }
         Expr::Alias(a) => a.name.clone(),
         Expr::Column(c) => match producing_expr(input, &c.name) {
