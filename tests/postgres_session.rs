@@ -120,21 +120,51 @@ async fn sessions_behave_like_postgresql() {
     // PostgreSQL's dialect and the functions clients call, with their values.
     for (sql, want) in [
         ("select 'a' = any(array['a','b']), 'c' = any('{a,b}')", "t|f"),
-        ("select 'a_b' like 'a!_b' escape '!', 'axb' like 'a!_b' escape '!'", "t|f"),
+        (
+            "select 'a_b' like 'a!_b' escape '!', 'axb' like 'a!_b' escape '!'",
+            "t|f",
+        ),
         ("select E'x\\ty'", "x\ty"),
-        ("select extract(epoch from timestamptz '2026-01-01 00:00:00+00')", "1767225600"),
-        ("select date_trunc('hour', timestamptz '2026-01-01 05:06:07+00')", "2026-01-01 05:00:00+00"),
+        (
+            "select extract(epoch from timestamptz '2026-01-01 00:00:00+00')",
+            "1767225600",
+        ),
+        (
+            "select date_trunc('hour', timestamptz '2026-01-01 05:06:07+00')",
+            "2026-01-01 05:00:00+00",
+        ),
         ("select count(*) from generate_series(1, 5)", "5"),
         ("select now() - interval '7 days' < now()", "t"),
-        ("select current_setting('server_version_num'), current_setting('nope', true) is null", "160006|t"),
+        (
+            "select current_setting('server_version_num'), current_setting('nope', true) is null",
+            "160006|t",
+        ),
         ("select set_config('application_name', 'probe', false)", "probe"),
-        ("select current_user, session_user, current_database(), current_schema()", "tally|tally|tally|public"),
-        ("select current_schemas(false), current_schemas(true)", "{public}|{pg_catalog,public}"),
-        ("select pg_typeof(1.5::float8), format_type(1700, 1179658)", "double precision|numeric(18,6)"),
-        ("select quote_ident('User'), parse_ident('public.\"T\"')", "\"User\"|{public,T}"),
+        (
+            "select current_user, session_user, current_database(), current_schema()",
+            "tally|tally|tally|public",
+        ),
+        (
+            "select current_schemas(false), current_schemas(true)",
+            "{public}|{pg_catalog,public}",
+        ),
+        (
+            "select pg_typeof(1.5::float8), format_type(1700, 1179658)",
+            "double precision|numeric(18,6)",
+        ),
+        (
+            "select quote_ident('User'), parse_ident('public.\"T\"')",
+            "\"User\"|{public,T}",
+        ),
         ("select to_regtype('bigint'), to_regclass('nope') is null", "20|t"),
-        ("select 'traffic_day'::regclass = to_regclass('public.traffic_day')", "t"),
-        ("select has_table_privilege('traffic_day', 'select'), pg_table_is_visible('traffic_day'::regclass)", "t|t"),
+        (
+            "select 'traffic_day'::regclass = to_regclass('public.traffic_day')",
+            "t",
+        ),
+        (
+            "select has_table_privilege('traffic_day', 'select'), pg_table_is_visible('traffic_day'::regclass)",
+            "t|t",
+        ),
         (
             "select obj_description('sites'::regclass, 'pg_class'), col_description('sites'::regclass, 1)",
             "registered sites|site domain",
@@ -156,13 +186,22 @@ async fn sessions_behave_like_postgresql() {
         let row = msgs
             .iter()
             .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL")).collect::<Vec<_>>().join("|")),
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL"))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                ),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{sql}: no row"));
         assert_eq!(row, want, "{sql}");
     }
-    assert_eq!(show(&a, "application_name").await.as_deref(), Some("probe"), "set_config sets");
+    assert_eq!(
+        show(&a, "application_name").await.as_deref(),
+        Some("probe"),
+        "set_config sets"
+    );
 
     // Errors carry PostgreSQL's SQLSTATEs.
     for (sql, code) in [

@@ -203,9 +203,7 @@ enum OidKind {
 fn sql_type_for(name: &str) -> Option<SqlType> {
     Some(match name {
         "text" | "name" | "char" | "\"char\"" | "bpchar" | "sql_identifier" | "character_data" | "yes_or_no"
-        | "json" | "jsonb" => {
-            SqlType::Text
-        }
+        | "json" | "jsonb" => SqlType::Text,
         "varchar" => SqlType::Varchar(None),
         "int2" | "smallint" => SqlType::SmallInt(None),
         "int4" | "integer" | "int" | "cardinal_number" => SqlType::Int(None),
