@@ -69,6 +69,7 @@ pub async fn run(opts: UpOptions, redis_url: Option<String>, metrics: Option<Pro
     let streamer_l = bind(opts.streamer.addr, "the streamer (HTTP)").await?;
     let ingest_addr = ingest_l.local_addr()?;
     let pg_addr = pg_l.local_addr()?;
+    let page_addr = http_l.local_addr()?;
 
     let signal = schema::ops::shutdown_signal();
     let shutdown = CancellationToken::new();
@@ -112,6 +113,9 @@ pub async fn run(opts: UpOptions, redis_url: Option<String>, metrics: Option<Pro
         pg_addr.port()
     ));
     banner.push_str("  Try:      select * from traffic_minute order by bucket desc limit 10;\n");
+    banner.push_str(&format!(
+        "  Page:     http://{page_addr}/  (dashboard; HTTP query API at /api/query)\n"
+    ));
     if opts.demo {
         banner.push_str(&format!(
             "  Demo:     sending {} events/s for 10 sites ({}).\n",

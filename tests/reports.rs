@@ -7,9 +7,8 @@
 mod common;
 
 use chrono::{Duration as Days, TimeZone, Utc};
-use common::Stack;
+use common::{Stack, text_rows as rows};
 use std::time::Duration;
-use tokio_postgres::SimpleQueryMessage;
 
 const SITE: &str = "reports.test";
 const MIN: i64 = 60_000;
@@ -18,19 +17,6 @@ const HOUR: i64 = 3_600_000;
 fn body(name: &str, path: &str, ts: i64, referrer: &str, returning: u8) -> String {
     serde_json::json!({"n": name, "u": format!("https://{SITE}{path}"), "d": SITE, "r": referrer, "ts": ts, "ret": returning})
         .to_string()
-}
-
-/// Rows of a simple query as text cells.
-async fn rows(pg: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    pg.simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_owned()).collect()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,12 +52,16 @@ fn up_starts_and_stops_a_private_redis() {
         .expect("start tally up");
     // The banner names the private Redis.
     let mut redis_url = None;
+    let mut page = None;
     // Keep the pipe open for the process's whole life.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for line in (&mut stdout).lines().map_while(Result::ok) {
         if let Some(rest) = line.trim().strip_prefix("Redis:") {
             assert!(rest.contains("(private, AOF on)"), "{line}");
             redis_url = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("Page:") {
+            page = rest.split_whitespace().next().map(str::to_owned);
         }
         if line.starts_with("Stop with") {
             break;
@@ -67,6 +71,8 @@ fn up_starts_and_stops_a_private_redis() {
         .and_then(|u| u.trim_start_matches("redis://").parse().ok())
         .expect("banner names the Redis address");
     assert!(harness::ping(redis_addr));
+    // The banner names the dashboard page beside the psql command.
+    assert_eq!(page, Some(format!("http://{http}/")));
     // The services answer.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(pg).is_err() {

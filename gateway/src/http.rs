@@ -11,7 +11,8 @@
 //! - `GET /api/sites`
 //! - `GET /api/report/summary?site=&from=&to=`: headline figures.
 //! - `GET /api/report/timeseries?site=&from=&to=&grain=hour`
-//! - `GET /api/report/top?site=&report=pages&from=&to=&limit=10`
+//! - `GET /api/report/top?site=&report=pages&from=&to=&limit=10[&dimension=path]`
+//! - `GET /`: the built-in dashboard page, which reads only these.
 //!
 //! Errors are JSON `{"error", "sqlstate"}` with a 4xx status (503 when
 //! Redis is unavailable).
@@ -51,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/report/summary", get(summary))
         .route("/api/report/timeseries", get(timeseries))
         .route("/api/report/top", get(top))
+        .route("/", get(page))
         .with_state(state)
 }
 
@@ -248,6 +250,25 @@ async fn query(
     Ok(Json(run_sql(&state, &req.sql, &req.params).await?))
 }
 
+/// The built-in dashboard page: one self-contained HTML file (its chart
+/// is inline SVG), reading only this API.
+const PAGE: &str = include_str!("page/index.html");
+
+async fn page() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
 async fn sites(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         run_sql(&state, "select site from sites order by site", &[]).await?,
@@ -338,7 +359,16 @@ async fn top(State(state): State<ApiState>, Query(p): Query<Params>) -> Result<J
         .unwrap_or(10)
         .min(1000);
     let grain = grain_param(&p)?;
-    let dims: Vec<&str> = report.dimensions().iter().map(|d| d.name).collect();
+    let mut dims: Vec<&str> = report.dimensions().iter().map(|d| d.name).collect();
+    if let Some(d) = p.get("dimension") {
+        if !dims.contains(&d.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "'dimension' of {report_name} must be one of {}",
+                dims.join(", ")
+            )));
+        }
+        dims = vec![d.as_str()];
+    }
     let counters: Vec<&str> = report
         .measures()
         .iter()

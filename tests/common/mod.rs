@@ -24,6 +24,22 @@ pub fn yesterday_at(hour: u32) -> i64 {
         .timestamp_millis()
 }
 
+/// Rows of a simple query as text cells (NULL as "NULL"), failing the test
+/// on an error.
+pub async fn text_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    c.simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_owned()).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 pub struct Stack {
     /// Keeps the private Redis (single node or cluster) alive.
     _redis: Box<dyn std::any::Any + Send>,
