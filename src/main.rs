@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         action: SitesAction,
     },
+    /// Manage gateway users, their sites and API tokens.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Show the streamer's progress per shard (lag and pending entries).
     Status,
     /// Recompute the reports from the retained streams and diff them against
@@ -87,6 +92,38 @@ enum SitesAction {
     List,
     /// Unregister sites (their data stays until it expires).
     Remove { sites: Vec<String> },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Add a user. The password is read from TALLY_PASSWORD or the first
+    /// line of standard input, and stored only as a SCRAM-SHA-256 verifier.
+    Add {
+        name: String,
+        /// May read every site.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users with their role and sites.
+    List,
+    /// Remove a user (and their API tokens).
+    Remove { name: String },
+    /// Allow a user to read a site.
+    Grant { name: String, site: String },
+    /// Withdraw a site from a user.
+    Revoke { name: String, site: String },
+    /// Create an API token for the HTTP API (printed once).
+    Token { name: String },
+}
+
+/// A new user's password: TALLY_PASSWORD, or the first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("TALLY_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn init_logging(format: &str) {
@@ -192,6 +229,44 @@ async fn main() -> Result<()> {
                         let removed = schema::site::remove_site(&mut conn, &site).await?;
                         println!("{site}: {}", if removed { "removed" } else { "not registered" });
                     }
+                }
+            }
+            Ok(())
+        }
+        Command::Users { action } => {
+            let users = gateway::users::UserStore::new(connect(redis_url.as_deref()).await?);
+            match action {
+                UsersAction::Add { name, admin } => {
+                    users.add(&name, &read_password()?, admin).await?;
+                    println!("{name}: added{}", if admin { " (admin)" } else { "" });
+                }
+                UsersAction::List => {
+                    for (name, r) in users.list().await? {
+                        let sites: Vec<&str> = r.sites.iter().map(String::as_str).collect();
+                        let role = if r.admin {
+                            "admin (all sites)".to_owned()
+                        } else {
+                            sites.join(", ")
+                        };
+                        println!("{name}\t{role}");
+                    }
+                }
+                UsersAction::Remove { name } => {
+                    let removed = users.remove(&name).await?;
+                    println!("{name}: {}", if removed { "removed" } else { "no such user" });
+                }
+                UsersAction::Grant { name, site } => {
+                    let site = schema::site::normalize_site(&site)?;
+                    users.set_site(&name, &site, true).await?;
+                    println!("{name}: may read {site}");
+                }
+                UsersAction::Revoke { name, site } => {
+                    let site = schema::site::normalize_site(&site)?;
+                    users.set_site(&name, &site, false).await?;
+                    println!("{name}: may no longer read {site}");
+                }
+                UsersAction::Token { name } => {
+                    println!("{}", users.new_token(&name).await?);
                 }
             }
             Ok(())

@@ -8,6 +8,7 @@
 use crate::error::GatewayError;
 use crate::keymap::KeymapReader;
 use crate::rewrite::{SessionView, rewrite};
+use crate::tenant::TenantScope;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
@@ -201,7 +202,7 @@ impl QueryEngine {
                     return Ok(command);
                 }
                 rewrite(s, session)?;
-                self.fold_select_list_in_subqueries(s).await;
+                self.fold_select_list_in_subqueries(s, session.scope).await;
                 if let Some(command) = self.cursor_command(s).await? {
                     return Ok(command);
                 }
@@ -226,11 +227,11 @@ impl QueryEngine {
     /// list) cannot be planned by DataFusion. When such a subquery stands
     /// alone, it is run now and its values (at most 1,000) replace it; one
     /// that refers to the outer row is left as it is.
-    async fn fold_select_list_in_subqueries(&self, s: &mut SqlStatement) {
+    async fn fold_select_list_in_subqueries(&self, s: &mut SqlStatement, scope: &TenantScope) {
         const MOST_VALUES: usize = 1_000;
         let mut n = 0;
         while let Some(query) = crate::rewrite::select_list_in_subquery(s, n) {
-            let values = self.constant_values(query, MOST_VALUES).await;
+            let values = self.constant_values(query, MOST_VALUES, scope).await;
             match values {
                 Some(values) => crate::rewrite::replace_select_list_in_subquery(s, n, values),
                 None => n += 1,
@@ -241,14 +242,19 @@ impl QueryEngine {
         }
     }
 
-    async fn constant_values(&self, query: Box<ast::Query>, most: usize) -> Option<Vec<ast::Expr>> {
+    async fn constant_values(
+        &self,
+        query: Box<ast::Query>,
+        most: usize,
+        scope: &TenantScope,
+    ) -> Option<Vec<ast::Expr>> {
         use futures::StreamExt;
         let statement = Statement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = self.ctx.state().statement_to_plan(statement).await.ok()?;
         if plan.schema().fields().len() != 1 {
             return None;
         }
-        let mut stream = self.execute(plan).await.ok()?;
+        let mut stream = self.execute(plan, scope).await.ok()?;
         let mut out = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.ok()?;
@@ -306,9 +312,17 @@ impl QueryEngine {
         }
     }
 
-    /// Execute a planned query, streaming its batches.
-    pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream, GatewayError> {
-        let df = self.ctx.execute_logical_plan(plan).await?;
+    /// Execute a planned query under a tenant scope, streaming its batches.
+    /// The scope travels in the session config, where every table provider
+    /// reads it at scan time.
+    pub async fn execute(
+        &self,
+        plan: LogicalPlan,
+        scope: &TenantScope,
+    ) -> Result<SendableRecordBatchStream, GatewayError> {
+        let mut state = self.ctx.state();
+        state.config_mut().set_extension(Arc::new(scope.clone()));
+        let df = datafusion::dataframe::DataFrame::new(state, plan);
         Ok(df.execute_stream().await?)
     }
 }

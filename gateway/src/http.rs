@@ -21,7 +21,9 @@ use crate::engine::{Command, DATABASE, QueryEngine};
 use crate::error::{GatewayError, sqlstate};
 use crate::pg::session::SessionSettings;
 use crate::rewrite::SessionView;
+use crate::tenant::TenantScope;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +42,9 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<QueryEngine>,
+    /// Users and API tokens (bearer authentication).
+    pub users: crate::users::UserStore,
+    pub auth: crate::pg::auth::AuthMode,
     pub max_rows: usize,
     pub statement_timeout: Option<Duration>,
 }
@@ -177,7 +182,7 @@ fn cell(v: &ScalarValue) -> Value {
 }
 
 /// Run one read query with bound parameters; at most `max_rows` rows.
-pub async fn run_sql(state: &ApiState, sql: &str, params: &[Value]) -> Result<Value, ApiError> {
+pub async fn run_sql(state: &ApiState, scope: &TenantScope, sql: &str, params: &[Value]) -> Result<Value, ApiError> {
     let settings = SessionSettings::default();
     let view = SessionView {
         settings: &settings,
@@ -185,6 +190,7 @@ pub async fn run_sql(state: &ApiState, sql: &str, params: &[Value]) -> Result<Va
         database: DATABASE,
         pid: 0,
         lookup: state.engine.lookup(),
+        scope,
     };
     let plan = match state.engine.plan_single(sql, &view).await? {
         Some(Command::Query(plan)) => plan,
@@ -207,7 +213,7 @@ pub async fn run_sql(state: &ApiState, sql: &str, params: &[Value]) -> Result<Va
         .map(|(f, n)| json!({"name": n, "type": crate::pg::encode::pg_type(f.data_type()).name()}))
         .collect();
     let collect = async {
-        let mut stream = state.engine.execute(plan).await?;
+        let mut stream = state.engine.execute(plan, scope).await?;
         let mut rows: Vec<Value> = Vec::new();
         let mut truncated = false;
         while let Some(batch) = stream.next().await {
@@ -242,12 +248,54 @@ pub async fn run_sql(state: &ApiState, sql: &str, params: &[Value]) -> Result<Va
     Ok(json!({"columns": columns, "rows": rows, "row_count": rows.len(), "truncated": truncated}))
 }
 
+/// The caller's scope: with users defined (or `--auth scram`), a valid
+/// `Authorization: Bearer <token>` is required (401 otherwise).
+async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<TenantScope, ApiError> {
+    use crate::pg::auth::AuthMode;
+    let unavailable = |e: crate::users::UserError| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        sqlstate: "58000".into(),
+        message: format!("cannot read users: {e}"),
+    };
+    let required = match state.auth {
+        AuthMode::Trust => false,
+        AuthMode::Scram => true,
+        AuthMode::Auto => state.users.any().await.map_err(unavailable)?,
+    };
+    if !required {
+        return Ok(TenantScope::all());
+    }
+    let unauthorized = |message: &str| ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        sqlstate: "28000".into(),
+        message: message.into(),
+    };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            unauthorized("authentication required: send Authorization: Bearer <token> (tally users token)")
+        })?;
+    match state.users.token_user(token).await.map_err(unavailable)? {
+        Some((_, record)) => Ok(record.scope()),
+        None => {
+            tracing::warn!("HTTP API: unknown bearer token");
+            Err(unauthorized("invalid token"))
+        }
+    }
+}
+
 async fn query(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     body: Result<Json<QueryRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let scope = caller(&state, &headers).await?;
     let Json(req) = body.map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    Ok(Json(run_sql(&state, &req.sql, &req.params).await?))
+    Ok(Json(run_sql(&state, &scope, &req.sql, &req.params).await?))
 }
 
 /// The built-in dashboard page: one self-contained HTML file (its chart
@@ -269,9 +317,10 @@ async fn page() -> Response {
         .into_response()
 }
 
-async fn sites(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+async fn sites(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let scope = caller(&state, &headers).await?;
     Ok(Json(
-        run_sql(&state, "select site from sites order by site", &[]).await?,
+        run_sql(&state, &scope, "select site from sites order by site", &[]).await?,
     ))
 }
 
@@ -299,6 +348,15 @@ fn time_param(p: &Params, name: &str) -> Result<Value, ApiError> {
     Ok(Value::String(v.to_owned()))
 }
 
+/// The bound parameters `[site, from, to]` of a report endpoint.
+fn site_range(p: &Params) -> Result<Vec<Value>, ApiError> {
+    Ok(vec![
+        Value::String(required(p, "site")?.to_owned()),
+        time_param(p, "from")?,
+        time_param(p, "to")?,
+    ])
+}
+
 fn grain_param(p: &Params) -> Result<&'static str, ApiError> {
     match p.get("grain").map(String::as_str).unwrap_or("hour") {
         "minute" => Ok("minute"),
@@ -310,12 +368,13 @@ fn grain_param(p: &Params) -> Result<&'static str, ApiError> {
     }
 }
 
-async fn summary(State(state): State<ApiState>, Query(p): Query<Params>) -> Result<Json<Value>, ApiError> {
-    let args = vec![
-        Value::String(required(&p, "site")?.to_owned()),
-        time_param(&p, "from")?,
-        time_param(&p, "to")?,
-    ];
+async fn summary(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(p): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = caller(&state, &headers).await?;
+    let args = site_range(&p)?;
     let grain = grain_param(&p)?;
     // unique_visitors takes constants (it picks its keys at planning), so
     // its arguments are quoted literals; `from`/`to` were validated above.
@@ -329,24 +388,30 @@ async fn summary(State(state): State<ApiState>, Query(p): Query<Params>) -> Resu
         from = lit(&args[1]),
         to = lit(&args[2]),
     );
-    Ok(Json(run_sql(&state, &sql, &args).await?))
+    Ok(Json(run_sql(&state, &scope, &sql, &args).await?))
 }
 
-async fn timeseries(State(state): State<ApiState>, Query(p): Query<Params>) -> Result<Json<Value>, ApiError> {
-    let args = vec![
-        Value::String(required(&p, "site")?.to_owned()),
-        time_param(&p, "from")?,
-        time_param(&p, "to")?,
-    ];
+async fn timeseries(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(p): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = caller(&state, &headers).await?;
+    let args = site_range(&p)?;
     let grain = grain_param(&p)?;
     let sql = format!(
         "select bucket as time, pageviews, visitors, visits from traffic_{grain} \
          where site = $1 and bucket >= $2::timestamptz and bucket < $3::timestamptz order by bucket"
     );
-    Ok(Json(run_sql(&state, &sql, &args).await?))
+    Ok(Json(run_sql(&state, &scope, &sql, &args).await?))
 }
 
-async fn top(State(state): State<ApiState>, Query(p): Query<Params>) -> Result<Json<Value>, ApiError> {
+async fn top(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(p): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = caller(&state, &headers).await?;
     let report_name = p.get("report").map(String::as_str).unwrap_or("pages");
     let report = schema::report::Report::ALL
         .into_iter()
@@ -387,12 +452,8 @@ async fn top(State(state): State<ApiState>, Query(p): Query<Params>) -> Result<J
         sums = sums.join(", "),
         report = report.name(),
     );
-    let args = vec![
-        Value::String(required(&p, "site")?.to_owned()),
-        time_param(&p, "from")?,
-        time_param(&p, "to")?,
-    ];
-    Ok(Json(run_sql(&state, &sql, &args).await?))
+    let args = site_range(&p)?;
+    Ok(Json(run_sql(&state, &scope, &sql, &args).await?))
 }
 
 #[cfg(test)]

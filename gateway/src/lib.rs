@@ -13,6 +13,7 @@
 //! - [`rewrite`]: PostgreSQL idioms and per-connection functions -> plain SQL.
 //! - [`http`]: the HTTP query API and ready report endpoints.
 //! - [`result_cache`]: recent small results, for dashboard refreshes.
+//! - [`tenant`]: the sites a query may read, enforced in every provider.
 //! - [`error`]: the one error -> SQLSTATE mapping.
 
 pub mod engine;
@@ -25,6 +26,8 @@ pub mod pushdown;
 pub mod result_cache;
 pub mod rewrite;
 pub mod tables;
+pub mod tenant;
+pub mod users;
 
 use schema::ops::{CancellationToken, PrometheusHandle, ops_router, redis_health};
 use schema::store::RedisConn;
@@ -60,6 +63,10 @@ pub struct GatewayConfig {
     /// (dashboard refreshes); 0 turns the cache off.
     #[arg(long, env = "TALLY_RESULT_CACHE_MS", default_value_t = 1000)]
     pub result_cache_ms: u64,
+    /// How wire connections authenticate: auto (SCRAM-SHA-256 once any user
+    /// exists, trusted development mode before), scram or trust.
+    #[arg(long, env = "TALLY_AUTH", value_enum, default_value_t = pg::auth::AuthMode::Auto)]
+    pub auth: pg::auth::AuthMode,
     /// Most rows one HTTP API answer carries (it says when it was cut).
     #[arg(long, env = "TALLY_HTTP_MAX_ROWS", default_value_t = 10_000)]
     pub http_max_rows: usize,
@@ -80,6 +87,7 @@ impl GatewayConfig {
             max_buckets: 200_000,
             statement_timeout_secs: 60,
             http_max_rows: 10_000,
+            auth: pg::auth::AuthMode::Auto,
             result_cache_ms: 1000,
             shutdown_grace_secs: 10,
         }
@@ -109,19 +117,35 @@ pub async fn run(
     reader.max_buckets = cfg.max_buckets;
     let engine = Arc::new(engine::QueryEngine::new(reader)?);
     let statement_timeout = (cfg.statement_timeout_secs > 0).then(|| Duration::from_secs(cfg.statement_timeout_secs));
-    let factory = Arc::new(pg::HandlerFactory {
-        handler: Arc::new(pg::PgHandler::new(
-            engine.clone(),
-            statement_timeout,
-            Arc::new(result_cache::ResultCache::new(
-                Duration::from_millis(cfg.result_cache_ms),
-                10_000,
-                1_024,
-            )),
+    let handler = Arc::new(pg::PgHandler::new(
+        engine.clone(),
+        statement_timeout,
+        Arc::new(result_cache::ResultCache::new(
+            Duration::from_millis(cfg.result_cache_ms),
+            10_000,
+            1_024,
         )),
+    ));
+    let users = users::UserStore::new(conn.clone());
+    match (cfg.auth, users.any().await) {
+        (pg::auth::AuthMode::Trust, _) | (pg::auth::AuthMode::Auto, Ok(false)) => tracing::warn!(
+            "no users defined (or --auth trust): connections are not authenticated and see every site; \
+             add one with `tally users add`"
+        ),
+        _ => {}
+    }
+    let factory = Arc::new(pg::HandlerFactory {
+        auth: Arc::new(pg::auth::Authenticator::new(
+            cfg.auth,
+            users.clone(),
+            handler.cancels.clone(),
+        )),
+        handler,
     });
     let api = http::ApiState {
         engine,
+        users,
+        auth: cfg.auth,
         max_rows: cfg.http_max_rows,
         statement_timeout,
     };

@@ -4,12 +4,14 @@
 //! again and again; within a second the answer cannot usefully change
 //! (the streamer applies in batches), so a result seen less than `ttl` ago
 //! is answered from memory without planning or reading Redis again. The key
-//! is the bound logical plan after the connection's SQL rewrite, so two
-//! statements share an entry only when they mean the same thing. Only
+//! is the bound logical plan after the connection's SQL rewrite and the
+//! caller's tenant scope, so two statements share an entry only when they
+//! mean the same thing for the same sites. Only
 //! results of at most `max_rows` rows are kept, and at most `max_entries`
 //! of them, so the cache's memory is bounded; a large result streams as
 //! usual and is not cached. A TTL of 0 turns the cache off.
 
+use crate::tenant::TenantScope;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
 use std::collections::HashMap;
@@ -23,7 +25,7 @@ pub struct ResultCache {
     ttl: Duration,
     max_rows: usize,
     max_entries: usize,
-    entries: Mutex<HashMap<LogicalPlan, (Instant, Batches)>>,
+    entries: Mutex<HashMap<(LogicalPlan, TenantScope), (Instant, Batches)>>,
 }
 
 impl ResultCache {
@@ -49,17 +51,17 @@ impl ResultCache {
     }
 
     /// A fresh result for `plan`, if one is cached.
-    pub fn get(&self, plan: &LogicalPlan) -> Option<Batches> {
+    pub fn get(&self, plan: &LogicalPlan, scope: &TenantScope) -> Option<Batches> {
         if !self.enabled() {
             return None;
         }
         let entries = self.entries.lock().ok()?;
-        let (at, batches) = entries.get(plan)?;
+        let (at, batches) = entries.get(&(plan.clone(), scope.clone()))?;
         (at.elapsed() < self.ttl).then(|| batches.clone())
     }
 
     /// Remember a complete result computed starting at `started`.
-    pub fn put(&self, plan: LogicalPlan, started: Instant, batches: Vec<RecordBatch>) {
+    pub fn put(&self, plan: LogicalPlan, scope: &TenantScope, started: Instant, batches: Vec<RecordBatch>) {
         if !self.enabled() || batches.iter().map(RecordBatch::num_rows).sum::<usize>() > self.max_rows {
             return;
         }
@@ -71,7 +73,7 @@ impl ResultCache {
                 entries.clear();
             }
         }
-        entries.insert(plan, (started, Arc::new(batches)));
+        entries.insert((plan, scope.clone()), (started, Arc::new(batches)));
     }
 }
 
@@ -127,16 +129,16 @@ mod tests {
     #[test]
     fn entries_expire_and_stay_bounded() {
         let cache = ResultCache::new(Duration::from_millis(50), 10, 2);
-        cache.put(plan(1), Instant::now(), Vec::new());
-        assert!(cache.get(&plan(1)).is_some());
-        assert!(cache.get(&plan(2)).is_none());
-        cache.put(plan(2), Instant::now(), Vec::new());
-        cache.put(plan(3), Instant::now(), Vec::new());
+        cache.put(plan(1), &TenantScope::all(), Instant::now(), Vec::new());
+        assert!(cache.get(&plan(1), &TenantScope::all()).is_some());
+        assert!(cache.get(&plan(2), &TenantScope::all()).is_none());
+        cache.put(plan(2), &TenantScope::all(), Instant::now(), Vec::new());
+        cache.put(plan(3), &TenantScope::all(), Instant::now(), Vec::new());
         assert!(cache.entries.lock().unwrap().len() <= 2);
         std::thread::sleep(Duration::from_millis(60));
-        assert!(cache.get(&plan(3)).is_none(), "expired");
+        assert!(cache.get(&plan(3), &TenantScope::all()).is_none(), "expired");
         let off = ResultCache::new(Duration::ZERO, 10, 2);
-        off.put(plan(1), Instant::now(), Vec::new());
-        assert!(off.get(&plan(1)).is_none());
+        off.put(plan(1), &TenantScope::all(), Instant::now(), Vec::new());
+        assert!(off.get(&plan(1), &TenantScope::all()).is_none());
     }
 }

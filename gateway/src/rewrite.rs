@@ -46,6 +46,9 @@ pub struct SessionView<'a> {
     pub database: &'a str,
     pub pid: i32,
     pub lookup: &'a Lookup,
+    /// The sites this connection may read (for subqueries run while
+    /// planning).
+    pub scope: &'a crate::tenant::TenantScope,
 }
 
 /// A rewrite refusal: SQLSTATE and message.
@@ -1052,6 +1055,7 @@ mod tests {
             database: "tally",
             pid: 42,
             lookup: &lookup,
+            scope: &crate::tenant::TenantScope::all(),
         };
         let mut stmts =
             Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| RewriteError::new("42601", e.to_string()))?;

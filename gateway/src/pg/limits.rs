@@ -10,20 +10,11 @@
 
 use crate::error::user_error;
 use futures::{Stream, StreamExt, stream};
-use pgwire::api::{ConnectionGuard, ConnectionHandle};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
-
-/// A connection's cancel registration (kept in its session extensions;
-/// dropping it unregisters the connection).
-pub struct CancelRegistration {
-    pub handle: Arc<ConnectionHandle>,
-    pub _guard: ConnectionGuard,
-}
 
 /// Parse a `statement_timeout` value: milliseconds, or a number with a unit
 /// (`ms`, `s`, `min`, `h`, `d`). `None` when malformed.

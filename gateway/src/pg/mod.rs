@@ -6,6 +6,7 @@
 //! statements; extended queries are planned once at Parse and executed with
 //! bound parameters. Results stream batch by batch to the socket.
 
+pub mod auth;
 pub mod cursor;
 pub mod encode;
 pub mod limits;
@@ -19,21 +20,15 @@ use crate::error::{GatewayError, error_info, to_pg, user_error};
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, StreamExt, stream};
-use pgwire::api::auth::{
-    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
-    save_startup_parameters_to_metadata,
-};
+use pgwire::api::auth::ServerParameterProvider;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type,
-};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::messages::PgWireBackendMessage;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -110,6 +105,9 @@ fn command_fields(command: &Command, format: &Format) -> Vec<FieldInfo> {
 /// What a connection brings to planning: its settings, user and pid.
 pub struct ConnectionState {
     pub settings: Arc<session::SessionSettings>,
+    /// The sites this connection may read (set at authentication; none
+    /// if it was never set).
+    pub scope: Arc<crate::tenant::TenantScope>,
     pub user: String,
     pub database: String,
     pub pid: i32,
@@ -122,6 +120,10 @@ impl ConnectionState {
             settings: client
                 .session_extensions()
                 .get_or_insert_with(session::SessionSettings::default),
+            scope: client
+                .session_extensions()
+                .get::<crate::tenant::TenantScope>()
+                .unwrap_or_else(|| Arc::new(crate::tenant::TenantScope::none())),
             user: meta.get("user").cloned().unwrap_or_default(),
             database: meta
                 .get("database")
@@ -138,6 +140,7 @@ impl ConnectionState {
             database: &self.database,
             pid: self.pid,
             lookup: engine.lookup(),
+            scope: &self.scope,
         }
     }
 }
@@ -189,7 +192,6 @@ impl QueryParser for Parser {
 pub struct PgHandler {
     engine: Arc<QueryEngine>,
     parser: Arc<Parser>,
-    pids: RandomPidSecretKeyGenerator,
     /// Routes CancelRequests (by pid and secret key) to running queries.
     pub cancels: Arc<ConnectionManager>,
     /// The operator's statement timeout (`None` = no limit).
@@ -208,7 +210,6 @@ impl PgHandler {
             cache,
             parser: Arc::new(Parser { engine: engine.clone() }),
             engine,
-            pids: RandomPidSecretKeyGenerator::default(),
             cancels: Arc::new(ConnectionManager::new()),
             statement_timeout,
         }
@@ -221,8 +222,8 @@ impl PgHandler {
         client: &C,
         settings: &session::SessionSettings,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>> {
-        let cancel = match client.session_extensions().get::<limits::CancelRegistration>() {
-            Some(r) => Some(r.handle.start_query().await),
+        let cancel = match client.session_extensions().get::<Arc<pgwire::api::ConnectionHandle>>() {
+            Some(handle) => Some(handle.start_query().await),
             None => None,
         };
         let session = settings
@@ -241,11 +242,15 @@ impl PgHandler {
             .session_extensions()
             .get_or_insert_with(session::SessionSettings::default);
         let cursors = client.session_extensions().get_or_insert_with(cursor::Cursors::default);
+        let scope = client
+            .session_extensions()
+            .get::<crate::tenant::TenantScope>()
+            .unwrap_or_else(|| Arc::new(crate::tenant::TenantScope::none()));
         let setting_error = |e: session::SettingError| user_error(e.sqlstate(), e.message());
         match command {
             Command::Query(plan) => {
                 let stop = self.stop_signal(client, &settings).await;
-                self.run(plan, format, stop).await
+                self.run(plan, format, stop, &scope).await
             }
             Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
             Command::Commit => {
@@ -258,7 +263,7 @@ impl PgHandler {
             }
             Command::Savepoint(tag) => Ok(Response::Execution(Tag::new(tag))),
             Command::Declare { name, plan, hold } => {
-                let stream = self.engine.execute(plan.clone()).await.map_err(to_pg)?;
+                let stream = self.engine.execute(plan.clone(), &scope).await.map_err(to_pg)?;
                 cursors.declare(name, plan, stream, hold).await?;
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
             }
@@ -305,10 +310,11 @@ impl PgHandler {
         plan: LogicalPlan,
         format: &Format,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>>,
+        scope: &crate::tenant::TenantScope,
     ) -> PgWireResult<Response> {
         let fields = Arc::new(query_fields(&plan, format));
         metrics::counter!("tally_gateway_queries_total").increment(1);
-        if let Some(cached) = self.cache.get(&plan) {
+        if let Some(cached) = self.cache.get(&plan, scope) {
             metrics::counter!("tally_gateway_result_cache_hits_total").increment(1);
             let mut rows = Vec::new();
             for b in cached.iter() {
@@ -317,7 +323,7 @@ impl PgHandler {
             return Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))));
         }
         let started = std::time::Instant::now();
-        let batches = self.engine.execute(plan.clone()).await.map_err(to_pg)?;
+        let batches = self.engine.execute(plan.clone(), scope).await.map_err(to_pg)?;
         // Keep the batches while they stream; a complete, small result is
         // cached when the stream ends (not when it fails or is stopped).
         let collector = self.cache.collector();
@@ -339,37 +345,15 @@ impl PgHandler {
             })
             .flatten();
         let cache = self.cache.clone();
+        let scope = scope.clone();
         let finish = stream::once(async move {
             if let Some(batches) = finished.finish() {
-                cache.put(plan, started, batches);
+                cache.put(plan, &scope, started, batches);
             }
         })
         .filter_map(|()| async { None::<PgWireResult<pgwire::messages::data::DataRow>> });
         let rows = rows.chain(finish);
         Ok(Response::Query(QueryResponse::new(fields, limits::guarded(rows, stop))))
-    }
-}
-
-#[async_trait]
-impl StartupHandler for PgHandler {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            let (pid, key) = self.pids.generate(&*client);
-            let (handle, guard) = self.cancels.register(pid, key.clone());
-            client
-                .session_extensions()
-                .insert(limits::CancelRegistration { handle, _guard: guard });
-            client.set_pid_and_secret_key(pid, key);
-            finish_authentication(client, &ServerParams).await?;
-        }
-        Ok(())
     }
 }
 
@@ -483,6 +467,7 @@ fn bind(portal: &Portal<Arc<Prepared>>, prepared: &Prepared, plan: &LogicalPlan)
 /// Hands the same handler to every connection.
 pub struct HandlerFactory {
     pub handler: Arc<PgHandler>,
+    pub auth: Arc<auth::Authenticator>,
 }
 
 impl PgWireServerHandlers for HandlerFactory {
@@ -494,8 +479,8 @@ impl PgWireServerHandlers for HandlerFactory {
         self.handler.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.handler.clone()
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.auth.clone()
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {

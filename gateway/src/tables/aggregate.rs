@@ -8,6 +8,7 @@
 use crate::keymap::{KeymapReader, ReportRow};
 use crate::pushdown::{self, ScanBounds};
 use crate::tables::UTC;
+use crate::tenant::TenantScope;
 use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -68,11 +69,13 @@ impl TableProvider for AggregateTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut bounds = pushdown::analyze(filters);
+        TenantScope::of_config(state.config()).confine(&mut bounds);
         // Visitors columns cost a PFCOUNT per row: count them only when the
         // query reads one (or a filter needs one).
         let dims = 2 + self.report.dimensions().len();
@@ -95,7 +98,7 @@ impl TableProvider for AggregateTable {
             report: self.report,
             grain: self.grain,
             reader: self.reader.clone(),
-            bounds: pushdown::analyze(filters),
+            bounds,
             with_uniques,
         });
         super::streaming_scan(self.schema.clone(), vec![partition], projection, limit)

@@ -87,12 +87,15 @@ impl TableProvider for EventsTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let bounds = pushdown::analyze_on(filters, TS);
+        let mut bounds = pushdown::analyze_on(filters, TS);
+        // Only the caller's sites: fewer shards, and rows of other sites
+        // sharing a shard are dropped.
+        crate::tenant::TenantScope::of_config(state.config()).confine(&mut bounds);
         let shards: BTreeSet<Shard> = match &bounds.sites {
             Some(sites) => sites.iter().map(|s| Shard::of_site(s)).collect(),
             None => Shard::all().collect(),

@@ -56,15 +56,17 @@ impl TableProvider for RealtimeTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut bounds = pushdown::analyze_on(filters, "");
+        crate::tenant::TenantScope::of_config(state.config()).confine(&mut bounds);
         let partition = Arc::new(RealtimePartition {
             schema: self.schema.clone(),
             reader: self.reader.clone(),
-            bounds: pushdown::analyze_on(filters, ""),
+            bounds,
         });
         super::streaming_scan(self.schema.clone(), vec![partition], projection, limit)
     }

@@ -46,7 +46,7 @@ impl TableProvider for SitesTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         limit: Option<usize>,
@@ -54,6 +54,7 @@ impl TableProvider for SitesTable {
         let partition = Arc::new(SitesPartition {
             schema: self.schema.clone(),
             reader: self.reader.clone(),
+            scope: crate::tenant::TenantScope::of_config(state.config()),
         });
         super::streaming_scan(self.schema.clone(), vec![partition], projection, limit)
     }
@@ -62,6 +63,8 @@ impl TableProvider for SitesTable {
 struct SitesPartition {
     schema: SchemaRef,
     reader: KeymapReader,
+    /// Only the caller's sites are listed.
+    scope: crate::tenant::TenantScope,
 }
 
 impl fmt::Debug for SitesPartition {
@@ -76,13 +79,14 @@ impl PartitionStream for SitesPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (reader, schema) = (self.reader.clone(), self.schema.clone());
+        let (reader, schema, scope) = (self.reader.clone(), self.schema.clone(), self.scope.clone());
         let out_schema = schema.clone();
         let batch = futures::stream::once(async move {
             let sites = reader
                 .sites(&pushdown::ScanBounds::default())
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let sites = scope.filter(sites);
             Ok(RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(sites))])?)
         });
         Box::pin(RecordBatchStreamAdapter::new(out_schema, batch.boxed()))

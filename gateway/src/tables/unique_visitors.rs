@@ -135,6 +135,7 @@ impl TableFunctionImpl for UniqueVisitorsFunction {
             from_ms,
             to_ms,
             minute_retention_ms: self.minute_retention_ms,
+            allowed: false,
         }))
     }
 }
@@ -147,6 +148,9 @@ struct UniqueVisitorsTable {
     from_ms: i64,
     to_ms: i64,
     minute_retention_ms: i64,
+    /// Whether the caller may read the site (set at scan; a site outside
+    /// the grant counts 0 visitors, as if it had no data).
+    allowed: bool,
 }
 
 impl fmt::Debug for UniqueVisitorsTable {
@@ -171,12 +175,14 @@ impl TableProvider for UniqueVisitorsTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        super::streaming_scan(self.schema.clone(), vec![Arc::new(self.clone())], projection, limit)
+        let mut me = self.clone();
+        me.allowed = crate::tenant::TenantScope::of_config(state.config()).allows(&self.site);
+        super::streaming_scan(self.schema.clone(), vec![Arc::new(me)], projection, limit)
     }
 }
 
@@ -198,7 +204,7 @@ impl PartitionStream for UniqueVisitorsTable {
                 .into_iter()
                 .map(|(g, b)| ks.unique_key(Report::Traffic, g, &me.site, b, ""))
                 .collect();
-            let visitors: i64 = if keys.is_empty() {
+            let visitors: i64 = if keys.is_empty() || !me.allowed {
                 0
             } else {
                 let mut conn = me.reader.conn();
