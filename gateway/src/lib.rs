@@ -14,6 +14,7 @@
 //! - [`http`]: the HTTP query API and ready report endpoints.
 //! - [`result_cache`]: recent small results, for dashboard refreshes.
 //! - [`tenant`]: the sites a query may read, enforced in every provider.
+//! - [`tls`]: rustls from PEM files for the wire protocol.
 //! - [`error`]: the one error -> SQLSTATE mapping.
 
 pub mod engine;
@@ -27,6 +28,7 @@ pub mod result_cache;
 pub mod rewrite;
 pub mod tables;
 pub mod tenant;
+pub mod tls;
 pub mod users;
 
 use schema::ops::{CancellationToken, PrometheusHandle, ops_router, redis_health};
@@ -67,6 +69,15 @@ pub struct GatewayConfig {
     /// exists, trusted development mode before), scram or trust.
     #[arg(long, env = "TALLY_AUTH", value_enum, default_value_t = pg::auth::AuthMode::Auto)]
     pub auth: pg::auth::AuthMode,
+    /// PEM certificate chain for TLS on the PostgreSQL listener.
+    #[arg(long, env = "TALLY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the certificate.
+    #[arg(long, env = "TALLY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse connections that do not use TLS (28000).
+    #[arg(long, env = "TALLY_TLS_REQUIRED")]
+    pub tls_required: bool,
     /// Most rows one HTTP API answer carries (it says when it was cut).
     #[arg(long, env = "TALLY_HTTP_MAX_ROWS", default_value_t = 10_000)]
     pub http_max_rows: usize,
@@ -88,6 +99,9 @@ impl GatewayConfig {
             statement_timeout_secs: 60,
             http_max_rows: 10_000,
             auth: pg::auth::AuthMode::Auto,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
             result_cache_ms: 1000,
             shutdown_grace_secs: 10,
         }
@@ -101,6 +115,8 @@ pub enum GatewayStartError {
     Serve(#[from] std::io::Error),
     #[error("gateway engine: {0}")]
     Engine(#[from] error::GatewayError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Serve the Postgres protocol on `pg_listener` (and ops on `http_listener`)
@@ -113,6 +129,15 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayStartError> {
+    // TLS first: a bad certificate stops the gateway before it listens.
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (None, None) if cfg.tls_required => {
+            return Err(tls::TlsError::Config("--tls-required needs --tls-cert and --tls-key".into()).into());
+        }
+        (None, None) => None,
+        _ => return Err(tls::TlsError::Config("--tls-cert and --tls-key go together".into()).into()),
+    };
     let mut reader = keymap::KeymapReader::new(conn.clone());
     reader.max_buckets = cfg.max_buckets;
     let engine = Arc::new(engine::QueryEngine::new(reader)?);
@@ -139,6 +164,7 @@ pub async fn run(
             cfg.auth,
             users.clone(),
             handler.cancels.clone(),
+            cfg.tls_required,
         )),
         handler,
     });
@@ -162,6 +188,7 @@ pub async fn run(
     pg::server::serve(
         pg_listener,
         factory,
+        tls,
         shutdown,
         Duration::from_secs(cfg.shutdown_grace_secs),
     )

@@ -119,10 +119,12 @@ pub struct Authenticator {
     pids: Arc<RandomPidSecretKeyGenerator>,
     cancels: Arc<ConnectionManager>,
     failures: FailedLogins,
+    /// Refuse connections without TLS.
+    tls_required: bool,
 }
 
 impl Authenticator {
-    pub fn new(mode: AuthMode, users: UserStore, cancels: Arc<ConnectionManager>) -> Self {
+    pub fn new(mode: AuthMode, users: UserStore, cancels: Arc<ConnectionManager>, tls_required: bool) -> Self {
         let pids = Arc::new(RandomPidSecretKeyGenerator::default());
         let scram = ScramAuth::new(Arc::new(VerifierSource { users: users.clone() }));
         let sasl = SASLAuthStartupHandler::new(Arc::new(ServerParams))
@@ -136,6 +138,7 @@ impl Authenticator {
             pids,
             cancels,
             failures: FailedLogins::default(),
+            tls_required,
         }
     }
 
@@ -172,6 +175,12 @@ impl StartupHandler for Authenticator {
     {
         let peer = client.socket_addr();
         if let PgWireFrontendMessage::Startup(ref startup) = message {
+            if self.tls_required && !client.is_secure() {
+                return Err(user_error(
+                    "28000",
+                    "this server requires TLS: connect with sslmode=require",
+                ));
+            }
             if self.failures.blocked(peer.ip()) {
                 tracing::warn!(%peer, "login refused: too many failed logins from this address");
                 return Err(user_error(

@@ -13,7 +13,13 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 /// Serve connections until `shutdown`, then drain for up to `grace`.
-pub async fn serve(listener: TcpListener, factory: Arc<HandlerFactory>, shutdown: CancellationToken, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    factory: Arc<HandlerFactory>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
@@ -22,9 +28,10 @@ pub async fn serve(listener: TcpListener, factory: Arc<HandlerFactory>, shutdown
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
                     let factory = factory.clone();
+                    let tls = tls.clone();
                     metrics::counter!("tally_gateway_connections_total").increment(1);
                     tracker.spawn(async move {
-                        if let Err(e) = process_socket(socket, None, factory).await {
+                        if let Err(e) = process_socket(socket, tls, factory).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });
