@@ -17,6 +17,7 @@ pub mod session;
 
 use crate::engine::{Command, QueryEngine};
 use crate::error::{GatewayError, error_info, to_pg, user_error};
+use crate::result_cache::{CacheKey, Cached};
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, StreamExt, stream};
@@ -237,7 +238,13 @@ impl PgHandler {
     }
 
     /// Answer a command: session commands here, queries through DataFusion.
-    async fn answer<C: ClientInfo>(&self, client: &C, command: Command, format: &Format) -> PgWireResult<Response> {
+    async fn answer<C: ClientInfo>(
+        &self,
+        client: &C,
+        command: Command,
+        format: &Format,
+        text_key: Option<CacheKey>,
+    ) -> PgWireResult<Response> {
         let settings = client
             .session_extensions()
             .get_or_insert_with(session::SessionSettings::default);
@@ -250,7 +257,7 @@ impl PgHandler {
         match command {
             Command::Query(plan) => {
                 let stop = self.stop_signal(client, &settings).await;
-                self.run(plan, format, stop, &scope).await
+                self.run(plan, format, stop, &scope, text_key).await
             }
             Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
             Command::Commit => {
@@ -304,40 +311,41 @@ impl PgHandler {
         }
     }
 
-    /// Execute a plan and wrap its stream as a pgwire response.
+    /// Execute a plan and wrap its stream as a pgwire response; small
+    /// results are cached under the plan (and `text_key`, if given).
     async fn run(
         &self,
         plan: LogicalPlan,
         format: &Format,
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>>,
         scope: &crate::tenant::TenantScope,
+        text_key: Option<CacheKey>,
     ) -> PgWireResult<Response> {
-        let fields = Arc::new(query_fields(&plan, format));
         metrics::counter!("tally_gateway_queries_total").increment(1);
-        if let Some(cached) = self.cache.get(&plan, scope) {
-            metrics::counter!("tally_gateway_result_cache_hits_total").increment(1);
-            let mut rows = Vec::new();
-            for b in cached.iter() {
-                rows.extend(encode::encode_batch(b, &fields)?.into_iter().map(Ok));
-            }
-            return Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))));
+        let plan_key = CacheKey::Plan(plan.clone(), scope.clone(), format_key(format));
+        if let Some(cached) = self.cache.get(&plan_key) {
+            return Ok(cached_response(cached));
         }
+        let fields = Arc::new(query_fields(&plan, format));
         let started = std::time::Instant::now();
-        let batches = self.engine.execute(plan.clone(), scope).await.map_err(to_pg)?;
-        // Keep the batches while they stream; a complete, small result is
-        // cached when the stream ends (not when it fails or is stopped).
+        let batches = self.engine.execute(plan, scope).await.map_err(to_pg)?;
+        // Keep the encoded rows while they stream; a complete, small result
+        // is cached when the stream ends (not when it fails or is stopped).
         let collector = self.cache.collector();
         let (keep, finished) = (collector.clone(), collector);
         let row_fields = fields.clone();
         let rows = batches
             .map(move |batch| match batch {
-                Ok(b) => {
-                    keep.push(&b);
-                    match encode::encode_batch(&b, &row_fields) {
-                        Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
-                        Err(e) => stream::iter(vec![Err(e)]),
+                Ok(b) => match encode::encode_batch(&b, &row_fields) {
+                    Ok(rows) => {
+                        keep.push(&rows);
+                        stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>())
                     }
-                }
+                    Err(e) => {
+                        keep.abandon();
+                        stream::iter(vec![Err(e)])
+                    }
+                },
                 Err(e) => {
                     keep.abandon();
                     stream::iter(vec![Err(to_pg(GatewayError::DataFusion(e)))])
@@ -345,15 +353,39 @@ impl PgHandler {
             })
             .flatten();
         let cache = self.cache.clone();
-        let scope = scope.clone();
+        let cached_fields = fields.clone();
         let finish = stream::once(async move {
-            if let Some(batches) = finished.finish() {
-                cache.put(plan, &scope, started, batches);
+            if let Some(rows) = finished.finish() {
+                let keys = std::iter::once(plan_key).chain(text_key).collect();
+                cache.put(
+                    keys,
+                    started,
+                    Cached {
+                        fields: cached_fields,
+                        rows: Arc::new(rows),
+                    },
+                );
             }
         })
         .filter_map(|()| async { None::<PgWireResult<pgwire::messages::data::DataRow>> });
         let rows = rows.chain(finish);
         Ok(Response::Query(QueryResponse::new(fields, limits::guarded(rows, stop))))
+    }
+}
+
+/// A cached result as a response.
+fn cached_response(cached: Cached) -> Response {
+    metrics::counter!("tally_gateway_result_cache_hits_total").increment(1);
+    let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = cached.rows.iter().cloned().map(Ok).collect();
+    Response::Query(QueryResponse::new(cached.fields, stream::iter(rows)))
+}
+
+/// The result format as part of a cache key.
+fn format_key(format: &Format) -> String {
+    match format {
+        Format::UnifiedText => "text".into(),
+        Format::UnifiedBinary => "binary".into(),
+        Format::Individual(codes) => format!("{codes:?}"),
     }
 }
 
@@ -366,12 +398,29 @@ impl SimpleQueryHandler for PgHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let state = ConnectionState::of(client);
+        // A repeated statement within the cache's TTL: no parse, no plan.
+        let text_key = self.cache.enabled().then(|| {
+            CacheKey::text(
+                query,
+                &state.scope,
+                format!("{}\u{1f}{}", state.user, state.settings.fingerprint()),
+            )
+        });
+        if let Some(cached) = text_key
+            .as_ref()
+            .and_then(|k| k.as_ref())
+            .and_then(|k| self.cache.get(k))
+        {
+            return Ok(vec![cached_response(cached)]);
+        }
         let statements = self.engine.parse(query).map_err(to_pg)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
+        // Only a single statement is cached by its text.
+        let text_key = text_key.flatten().filter(|_| statements.len() == 1);
         let mut responses = Vec::with_capacity(statements.len());
-        let state = ConnectionState::of(client);
         for statement in statements {
             // PostgreSQL stops a multi-statement query at the first error.
             let command = match self.engine.plan(statement, &state.view(&self.engine)).await {
@@ -381,7 +430,10 @@ impl SimpleQueryHandler for PgHandler {
                     break;
                 }
             };
-            match self.answer(client, command, &Format::UnifiedText).await {
+            match self
+                .answer(client, command, &Format::UnifiedText, text_key.clone())
+                .await
+            {
                 Ok(r) => responses.push(r),
                 Err(PgWireError::UserError(info)) => {
                     responses.push(Response::Error(info));
@@ -435,7 +487,7 @@ impl ExtendedQueryHandler for PgHandler {
             Command::Close(Some(name)) => Some(name.clone()),
             _ => None,
         };
-        let response = self.answer(client, command, &portal.result_column_format).await?;
+        let response = self.answer(client, command, &portal.result_column_format, None).await?;
         if let Some((name, plan)) = cursor_portal {
             let prepared = Arc::new(Prepared {
                 command: Command::Query(plan),

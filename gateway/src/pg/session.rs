@@ -118,6 +118,12 @@ impl SessionSettings {
         Ok(())
     }
 
+    /// The settings changed from their defaults, as one string (part of
+    /// the result cache's key: a statement may read them).
+    pub fn fingerprint(&self) -> String {
+        self.changed.read().map(|m| format!("{m:?}")).unwrap_or_default()
+    }
+
     pub fn reset(&self, name: Option<&str>) -> Result<(), SettingError> {
         let Ok(mut m) = self.changed.write() else { return Ok(()) };
         match name.map(canonical) {
