@@ -147,6 +147,8 @@ fn session_command(s: &SqlStatement) -> Option<Command> {
 
 pub struct QueryEngine {
     ctx: SessionContext,
+    /// Memory one query may hold for sorts, joins and aggregations.
+    query_memory: usize,
     lookup: Arc<crate::pg_catalog::functions::Lookup>,
 }
 
@@ -177,7 +179,11 @@ impl QueryEngine {
             ctx.register_table(name.as_str(), provider)?;
         }
         let lookup = crate::pg_catalog::register(&ctx, DATABASE, crate::pg::session::DEFAULTS)?;
-        Ok(QueryEngine { ctx, lookup })
+        Ok(QueryEngine {
+            ctx,
+            lookup,
+            query_memory: 512 << 20,
+        })
     }
 
     /// Split a query string into statements (PostgreSQL dialect).
@@ -186,6 +192,12 @@ impl QueryEngine {
         let statements =
             DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {}).map_err(GatewayError::DataFusion)?;
         Ok(statements.into_iter().collect())
+    }
+
+    /// Limit each query's memory (bytes).
+    pub fn with_query_memory(mut self, bytes: usize) -> Self {
+        self.query_memory = bytes;
+        self
     }
 
     /// Relation lookups (for the connection's SQL rewrite).
@@ -320,7 +332,18 @@ impl QueryEngine {
         plan: LogicalPlan,
         scope: &TenantScope,
     ) -> Result<SendableRecordBatchStream, GatewayError> {
-        let mut state = self.ctx.state();
+        // Each query gets its own memory pool, and no spilling to disk: a
+        // query past its share fails (53200) while the others go on.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(self.query_memory, 1.0)
+            .with_disk_manager_builder(
+                datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                    .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
+            )
+            .build_arc()?;
+        let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(runtime)
+            .build();
         state.config_mut().set_extension(Arc::new(scope.clone()));
         let df = datafusion::dataframe::DataFrame::new(state, plan);
         Ok(df.execute_stream().await?)

@@ -75,6 +75,13 @@ pub struct GatewayConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the certificate.
     #[arg(long, env = "TALLY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Most open wire connections; the next ones are refused with 53300.
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 500)]
+    pub max_connections: usize,
+    /// Memory one query may use for sorts, joins and aggregations, in MiB;
+    /// past it the query fails with 53200 and others go on.
+    #[arg(long, env = "TALLY_QUERY_MEMORY_MB", default_value_t = 512)]
+    pub query_memory_mb: usize,
     /// Refuse connections that do not use TLS (28000).
     #[arg(long, env = "TALLY_TLS_REQUIRED")]
     pub tls_required: bool,
@@ -102,6 +109,8 @@ impl GatewayConfig {
             tls_cert: None,
             tls_key: None,
             tls_required: false,
+            max_connections: 500,
+            query_memory_mb: 512,
             result_cache_ms: 1000,
             shutdown_grace_secs: 10,
         }
@@ -140,7 +149,7 @@ pub async fn run(
     };
     let mut reader = keymap::KeymapReader::new(conn.clone());
     reader.max_buckets = cfg.max_buckets;
-    let engine = Arc::new(engine::QueryEngine::new(reader)?);
+    let engine = Arc::new(engine::QueryEngine::new(reader)?.with_query_memory(cfg.query_memory_mb << 20));
     let statement_timeout = (cfg.statement_timeout_secs > 0).then(|| Duration::from_secs(cfg.statement_timeout_secs));
     let handler = Arc::new(pg::PgHandler::new(
         engine.clone(),
@@ -152,6 +161,7 @@ pub async fn run(
         )),
     ));
     let users = users::UserStore::new(conn.clone());
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     match (cfg.auth, users.any().await) {
         (pg::auth::AuthMode::Trust, _) | (pg::auth::AuthMode::Auto, Ok(false)) => tracing::warn!(
             "no users defined (or --auth trust): connections are not authenticated and see every site; \
@@ -165,6 +175,8 @@ pub async fn run(
             users.clone(),
             handler.cancels.clone(),
             cfg.tls_required,
+            open.clone(),
+            cfg.max_connections,
         )),
         handler,
     });
@@ -189,6 +201,7 @@ pub async fn run(
         pg_listener,
         factory,
         tls,
+        open,
         shutdown,
         Duration::from_secs(cfg.shutdown_grace_secs),
     )

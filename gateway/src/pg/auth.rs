@@ -121,10 +121,20 @@ pub struct Authenticator {
     failures: FailedLogins,
     /// Refuse connections without TLS.
     tls_required: bool,
+    /// Open connections (counted by the accept loop) and the most allowed.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max_connections: usize,
 }
 
 impl Authenticator {
-    pub fn new(mode: AuthMode, users: UserStore, cancels: Arc<ConnectionManager>, tls_required: bool) -> Self {
+    pub fn new(
+        mode: AuthMode,
+        users: UserStore,
+        cancels: Arc<ConnectionManager>,
+        tls_required: bool,
+        open: Arc<std::sync::atomic::AtomicUsize>,
+        max_connections: usize,
+    ) -> Self {
         let pids = Arc::new(RandomPidSecretKeyGenerator::default());
         let scram = ScramAuth::new(Arc::new(VerifierSource { users: users.clone() }));
         let sasl = SASLAuthStartupHandler::new(Arc::new(ServerParams))
@@ -139,6 +149,8 @@ impl Authenticator {
             cancels,
             failures: FailedLogins::default(),
             tls_required,
+            open,
+            max_connections,
         }
     }
 
@@ -175,6 +187,10 @@ impl StartupHandler for Authenticator {
     {
         let peer = client.socket_addr();
         if let PgWireFrontendMessage::Startup(ref startup) = message {
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) > self.max_connections {
+                metrics::counter!("tally_gateway_connections_refused_total").increment(1);
+                return Err(user_error("53300", "sorry, too many clients already"));
+            }
             if self.tls_required && !client.is_secure() {
                 return Err(user_error(
                     "28000",
