@@ -194,11 +194,22 @@ def overview():
         panel(
             l,
             "timeseries",
+            "Unique visitors per ${grain}",
+            "SELECT \"from\" AS \"time\", visitors FROM unique_visitors('$site', "
+            "$__timeFrom()::timestamptz, $__timeTo()::timestamptz, '1 ${grain}') ORDER BY 1",
+            fmt="time_series",
+            w=12,
+            h=8,
+            description="each step a HyperLogLog union (unique_visitors' grouped form)",
+        ),
+        panel(
+            l,
+            "timeseries",
             "Pageviews per hour",
             "SELECT $__timeGroupAlias(bucket, '1h'), sum(pageviews) AS pageviews FROM traffic_${grain} "
             f"WHERE {RANGE} GROUP BY 1 ORDER BY 1",
             fmt="time_series",
-            w=24,
+            w=12,
             h=8,
         ),
     ]

@@ -277,6 +277,37 @@ async fn events_come_back_as_exact_sql_results() {
         utc(base + 2 * HOUR).to_rfc3339()
     );
     assert_eq!(pg.query_one(&first_hour, &[]).await.unwrap().get::<_, i64>(0), 1);
+    // The grouped form: one row per hour, each its own union, equal to the
+    // hour table's visitors.
+    let grouped = pg
+        .query(
+            &format!("select \"from\", visitors from unique_visitors('a.test', '{from}', '{to}', '1 hour') order by 1"),
+            &[],
+        )
+        .await
+        .expect("grouped unique_visitors");
+    let per_hour = pg
+        .query(
+            &format!(
+                "select bucket, visitors from traffic_hour where site = 'a.test' and bucket >= '{from}' and bucket < '{to}' order by 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(grouped.len(), 3);
+    let pairs = |rows: &[tokio_postgres::Row]| -> Vec<(chrono::DateTime<chrono::Utc>, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    assert_eq!(pairs(&grouped), pairs(&per_hour));
+    let err = pg
+        .simple_query(&format!(
+            "select * from unique_visitors('a.test', '{from}', '{to}', '5 seconds')"
+        ))
+        .await
+        .expect_err("sub-minute step");
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("whole minutes"), "{message}");
 
     // The psql binary, as a user would run it.
     assert_eq!(

@@ -66,6 +66,48 @@ pub fn covering(from: i64, to: i64, minute_floor: i64) -> Vec<(Grain, i64)> {
     out
 }
 
+/// Most rows the grouped form may return.
+pub const MAX_STEPS: i64 = 10_000;
+
+/// The sub-ranges of `[from, to)` cut at multiples of `step` (UTC), each
+/// clipped to the range: the rows of the grouped form.
+pub fn steps(from: i64, to: i64, step: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut t = from.div_euclid(step) * step;
+    while t < to {
+        out.push((t.max(from), (t + step).min(to)));
+        t += step;
+    }
+    out
+}
+
+/// A step given as an interval (`interval '1 hour'`) or as text (`'hour'`,
+/// `'15 minutes'`, `'1 day'`), in ms: whole minutes, at least one.
+fn step_ms(v: &datafusion::common::ScalarValue) -> Option<i64> {
+    use datafusion::common::ScalarValue as S;
+    let ms = match v {
+        S::IntervalMonthDayNano(Some(i)) if i.months == 0 => i64::from(i.days) * DAY + i.nanoseconds / 1_000_000,
+        S::IntervalDayTime(Some(i)) => i64::from(i.days) * DAY + i64::from(i.milliseconds),
+        S::Utf8(Some(s)) | S::Utf8View(Some(s)) | S::LargeUtf8(Some(s)) => {
+            let s = s.trim().to_ascii_lowercase();
+            let (n, unit) = match s.split_once(' ') {
+                Some((n, unit)) => (n.trim().parse::<i64>().ok()?, unit.trim().to_owned()),
+                None => (1, s),
+            };
+            let unit_ms = match unit.trim_end_matches('s') {
+                "minute" | "min" => MINUTE,
+                "hour" => HOUR,
+                "day" => DAY,
+                "week" => 7 * DAY,
+                _ => return None,
+            };
+            n.checked_mul(unit_ms)?
+        }
+        _ => return None,
+    };
+    (ms >= MINUTE && ms % MINUTE == 0).then_some(ms)
+}
+
 /// The table function.
 pub struct UniqueVisitorsFunction {
     reader: KeymapReader,
@@ -98,8 +140,10 @@ fn constant(expr: &Expr) -> Result<datafusion::common::ScalarValue> {
 impl TableFunctionImpl for UniqueVisitorsFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        if exprs.len() != 3 {
-            return plan_err!("unique_visitors(site text, from timestamptz, to timestamptz) takes 3 arguments");
+        if exprs.len() != 3 && exprs.len() != 4 {
+            return plan_err!(
+                "unique_visitors(site text, from timestamptz, to timestamptz [, step interval]) takes 3 or 4 arguments"
+            );
         }
         let site = match constant(&exprs[0])? {
             datafusion::common::ScalarValue::Utf8(Some(s))
@@ -115,6 +159,21 @@ impl TableFunctionImpl for UniqueVisitorsFunction {
             }
         };
         let (from_ms, to_ms) = (time(1)?, time(2)?);
+        let step_ms = match exprs.get(3) {
+            None => None,
+            Some(e) => {
+                let v = constant(e)?;
+                let Some(step) = step_ms(&v) else {
+                    return plan_err!(
+                        "unique_visitors: step must be whole minutes (e.g. '1 hour', interval '1 day'), got {v}"
+                    );
+                };
+                if (to_ms - from_ms) / step > MAX_STEPS {
+                    return plan_err!("unique_visitors: more than {MAX_STEPS} steps; use a larger step");
+                }
+                Some(step)
+            }
+        };
         Ok(Arc::new(UniqueVisitorsTable {
             schema: Arc::new(Schema::new(vec![
                 Field::new("site", DataType::Utf8, false),
@@ -136,6 +195,7 @@ impl TableFunctionImpl for UniqueVisitorsFunction {
             to_ms,
             minute_retention_ms: self.minute_retention_ms,
             allowed: false,
+            step_ms,
         }))
     }
 }
@@ -151,6 +211,8 @@ struct UniqueVisitorsTable {
     /// Whether the caller may read the site (set at scan; a site outside
     /// the grant counts 0 visitors, as if it had no data).
     allowed: bool,
+    /// The grouped form: one row per step of the range.
+    step_ms: Option<i64>,
 }
 
 impl fmt::Debug for UniqueVisitorsTable {
@@ -200,28 +262,51 @@ impl PartitionStream for UniqueVisitorsTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let now = chrono::Utc::now().timestamp_millis();
-            let keys: Vec<String> = covering(me.from_ms, me.to_ms, now - me.minute_retention_ms)
-                .into_iter()
-                .map(|(g, b)| ks.unique_key(Report::Traffic, g, &me.site, b, ""))
-                .collect();
-            let visitors: i64 = if keys.is_empty() || !me.allowed {
-                0
-            } else {
+            let ranges = match me.step_ms {
+                Some(step) => steps(me.from_ms, me.to_ms, step),
+                None => vec![(me.from_ms, me.to_ms)],
+            };
+            // One PFCOUNT per range, all in one pipeline (every key carries
+            // the site's hash tag, so this runs on Redis Cluster too).
+            let mut pipe = redis::pipe();
+            let mut counted = Vec::with_capacity(ranges.len());
+            for (from, to) in &ranges {
+                let keys: Vec<String> = covering(*from, *to, now - me.minute_retention_ms)
+                    .into_iter()
+                    .map(|(g, b)| ks.unique_key(Report::Traffic, g, &me.site, b, ""))
+                    .collect();
+                let count = me.allowed && !keys.is_empty();
+                if count {
+                    pipe.cmd("PFCOUNT").arg(&keys);
+                }
+                counted.push(count);
+            }
+            let mut answers: Vec<i64> = if counted.iter().any(|c| *c) {
                 let mut conn = me.reader.conn();
-                redis::cmd("PFCOUNT")
-                    .arg(&keys)
-                    .query_async(&mut conn)
+                pipe.query_async(&mut conn)
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
+            } else {
+                Vec::new()
+            }
+            .into_iter()
+            .rev()
+            .collect();
+            let visitors: Vec<i64> = counted
+                .iter()
+                .map(|c| if *c { answers.pop().unwrap_or(0) } else { 0 })
+                .collect();
+            let ts = |v: Vec<i64>| {
+                TimestampMicrosecondArray::from(v.into_iter().map(|ms| ms * 1000).collect::<Vec<_>>())
+                    .with_timezone(UTC)
             };
-            let ts = |ms: i64| TimestampMicrosecondArray::from(vec![ms * 1000]).with_timezone(UTC);
             Ok(RecordBatch::try_new(
                 me.schema.clone(),
                 vec![
-                    Arc::new(StringArray::from(vec![me.site.clone()])),
-                    Arc::new(ts(me.from_ms)),
-                    Arc::new(ts(me.to_ms)),
-                    Arc::new(Int64Array::from(vec![visitors])),
+                    Arc::new(StringArray::from(vec![me.site.clone(); ranges.len()])),
+                    Arc::new(ts(ranges.iter().map(|r| r.0).collect())),
+                    Arc::new(ts(ranges.iter().map(|r| r.1).collect())),
+                    Arc::new(Int64Array::from(visitors)),
                 ],
             )?)
         });
@@ -234,6 +319,25 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_795_000_000_000 / DAY * DAY; // a midnight
+
+    #[test]
+    fn steps_cut_at_utc_multiples_and_clip_to_the_range() {
+        assert_eq!(
+            steps(T0 + 30 * MINUTE, T0 + 3 * HOUR, HOUR),
+            vec![
+                (T0 + 30 * MINUTE, T0 + HOUR),
+                (T0 + HOUR, T0 + 2 * HOUR),
+                (T0 + 2 * HOUR, T0 + 3 * HOUR)
+            ]
+        );
+        assert_eq!(steps(T0, T0, HOUR), vec![]);
+        use datafusion::common::ScalarValue as S;
+        assert_eq!(step_ms(&S::Utf8(Some("hour".into()))), Some(HOUR));
+        assert_eq!(step_ms(&S::Utf8(Some("15 minutes".into()))), Some(15 * MINUTE));
+        assert_eq!(step_ms(&S::Utf8(Some("1 day".into()))), Some(DAY));
+        assert_eq!(step_ms(&S::Utf8(Some("30 seconds".into()))), None);
+        assert_eq!(step_ms(&S::Utf8(Some("fortnight".into()))), None);
+    }
 
     #[test]
     fn covers_with_the_fewest_buckets() {
