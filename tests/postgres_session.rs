@@ -181,6 +181,18 @@ async fn sessions_behave_like_postgresql() {
             "select data_type, udt_name from information_schema.columns where table_name = 'traffic_day' and column_name = 'bucket'",
             "timestamp with time zone|timestamptz",
         ),
+        (
+            "select data_type from information_schema.columns where table_name = 'events' and column_name = 'props'",
+            "json",
+        ),
+        (
+            "select format('%I.%I = %L', 'public', 'My T', 'it''s')",
+            "public.\"My T\" = 'it''s'",
+        ),
+        (
+            "select count(*) > 50, min(catcode) from pg_catalog.pg_get_keywords()",
+            "t|R",
+        ),
     ] {
         let msgs = a.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         let row = msgs
@@ -202,6 +214,15 @@ async fn sessions_behave_like_postgresql() {
         Some("probe"),
         "set_config sets"
     );
+    // The raw events' props are json on the wire.
+    let props = a.prepare("select props from events").await.unwrap();
+    assert_eq!(props.columns()[0].type_(), &tokio_postgres::types::Type::JSON);
+    // Engine settings are not the session's to change.
+    let err = a
+        .simple_query("set datafusion.execution.batch_size = 1")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"));
 
     // Errors carry PostgreSQL's SQLSTATEs.
     for (sql, code) in [

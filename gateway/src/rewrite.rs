@@ -982,7 +982,7 @@ impl VisitorMut for Rewriter<'_, '_> {
                     a.columns = vec![ast::TableAliasColumnDef::from_name(a.name.value.clone())];
                 }
             }
-            "unique_visitors" | "unique_visitors_by" => {}
+            "unique_visitors" | "pg_get_keywords" => {}
             _ => {
                 // A scalar function in FROM (`string_to_array(...) s`) is a
                 // one-row relation whose column is named after the alias.
@@ -1032,7 +1032,10 @@ impl VisitorMut for Rewriter<'_, '_> {
         // Set-returning functions named with their schema in FROM.
         if let [schema, name] = parts(relation).as_slice()
             && schema == "pg_catalog"
-            && matches!(name.as_str(), "generate_series" | "unnest" | "generate_subscripts")
+            && matches!(
+                name.as_str(),
+                "generate_series" | "unnest" | "generate_subscripts" | "pg_get_keywords"
+            )
         {
             *relation = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name.clone()))]);
         }

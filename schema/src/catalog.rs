@@ -17,6 +17,8 @@ pub enum ColumnType {
     TimestampTz,
     /// Exact decimal (`numeric(18,6)`).
     Numeric,
+    /// A JSON document (`json`).
+    Json,
 }
 
 impl ColumnType {
@@ -29,6 +31,7 @@ impl ColumnType {
             ColumnType::Bool => "boolean",
             ColumnType::TimestampTz => "timestamp with time zone",
             ColumnType::Numeric => "numeric",
+            ColumnType::Json => "json",
         }
     }
 }
@@ -171,7 +174,7 @@ pub fn tables() -> Vec<Table> {
                 Text,
                 "session id assigned by ingest (16 hex digits), null when none",
             ),
-            col("props", Text, "custom properties as a JSON object"),
+            col("props", Json, "custom properties as a JSON object"),
             nullable("revenue", Numeric, "revenue amount (exact), null when none"),
             nullable("currency", Text, "revenue currency (ISO 4217), null when none"),
         ],

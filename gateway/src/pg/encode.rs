@@ -88,6 +88,17 @@ fn encode_list(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireRe
     }
 }
 
+/// The PostgreSQL type of a result field: its Arrow type's, unless its
+/// metadata names one (`json`).
+pub fn field_type(f: &datafusion::arrow::datatypes::Field) -> Type {
+    match f.metadata().get(crate::tables::PG_TYPE_KEY).map(String::as_str) {
+        Some("json") if matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) => {
+            Type::JSON
+        }
+        _ => pg_type(f.data_type()),
+    }
+}
+
 /// Row description of a result schema.
 pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
     named_fields(schema, schema.fields().iter().map(|f| f.name().clone()), format)
@@ -100,7 +111,7 @@ pub fn named_fields(schema: &Schema, names: impl IntoIterator<Item = String>, fo
         .iter()
         .zip(names)
         .enumerate()
-        .map(|(i, (f, name))| FieldInfo::new(name, None, None, pg_type(f.data_type()), format.format_for(i)))
+        .map(|(i, (f, name))| FieldInfo::new(name, None, None, field_type(f), format.format_for(i)))
         .collect()
 }
 
@@ -313,9 +324,29 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWire
         .collect::<PgWireResult<Vec<_>>>()?;
     let mut encoder = DataRowEncoder::new(fields.clone());
     let mut rows = Vec::with_capacity(batch.num_rows());
+    // JSON columns, as Utf8 once per batch.
+    let json: Vec<Option<ArrayRef>> = columns
+        .iter()
+        .zip(fields.iter())
+        .map(|(col, f)| {
+            (f.datatype() == &Type::JSON)
+                .then(|| cast(col, &DataType::Utf8).map_err(encode_err))
+                .transpose()
+        })
+        .collect::<PgWireResult<_>>()?;
     for row in 0..batch.num_rows() {
-        for col in &columns {
-            encode_value(&mut encoder, col, row)?;
+        for (i, col) in columns.iter().enumerate() {
+            if let Some(Some(text)) = json.get(i)
+                && !col.is_null(row)
+            {
+                // Text and binary JSON are both the document's text.
+                let doc = text.as_string::<i32>().value(row);
+                let value: serde_json::Value =
+                    serde_json::from_str(doc).unwrap_or_else(|_| serde_json::Value::String(doc.to_owned()));
+                encoder.encode_field(&value)?;
+            } else {
+                encode_value(&mut encoder, col, row)?;
+            }
         }
         rows.push(encoder.take_row());
     }

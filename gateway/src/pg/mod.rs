@@ -285,6 +285,13 @@ impl PgHandler {
                 Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
             }
             Command::Set { name, value } => {
+                // Engine settings would reach past this session.
+                if name.starts_with("datafusion.") {
+                    return Err(user_error(
+                        "42501",
+                        format!("permission denied to set parameter \"{name}\""),
+                    ));
+                }
                 if name == "statement_timeout" && limits::parse_timeout(&value).is_none() {
                     return Err(user_error(
                         "22023",

@@ -101,7 +101,7 @@ fn text(v: Option<String>) -> ScalarValue {
 }
 
 /// PostgreSQL's reserved keywords (those `quote_ident` must quote).
-const RESERVED: &[&str] = &[
+pub const RESERVED: &[&str] = &[
     "all",
     "analyse",
     "analyze",
@@ -241,6 +241,47 @@ pub fn parse_ident(s: &str) -> Option<Vec<String>> {
             Some(_) => return None,
         }
     }
+}
+
+/// `quote_literal`: a string literal, quotes doubled (backslashes make it
+/// an `E''` literal, as PostgreSQL does).
+pub fn quote_literal(s: &str) -> String {
+    let body = s.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// `format(fmt, args...)` with `%s`, `%I`, `%L` and `%%`.
+pub fn format_pg(fmt: &str, args: &[Option<String>]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut next = 0usize;
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let spec = chars.next().ok_or("unterminated format() type specifier")?;
+        if spec == '%' {
+            out.push('%');
+            continue;
+        }
+        let arg = args.get(next).ok_or("too few arguments for format()")?;
+        next += 1;
+        match (spec, arg) {
+            ('s', Some(v)) => out.push_str(v),
+            ('s', None) => {}
+            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            ('I', None) => return Err("null values cannot be formatted as an SQL identifier".into()),
+            ('L', Some(v)) => out.push_str(&quote_literal(v)),
+            ('L', None) => out.push_str("NULL"),
+            (other, _) => return Err(format!("unrecognized format() type specifier \"{other}\"")),
+        }
+    }
+    Ok(out)
 }
 
 /// Relation lookups shared by the functions and the SQL rewrite.
@@ -567,6 +608,33 @@ pub fn register(ctx: &SessionContext, lookup: Arc<Lookup>) {
         }),
     ));
     u(rowwise(
+        "format",
+        Signature::variadic_any(Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|a| {
+            let Some(fmt) = a.first().and_then(as_str) else {
+                return Ok(text(None));
+            };
+            let args: Vec<Option<String>> = a[1..]
+                .iter()
+                .map(|v| (!v.is_null()).then(|| as_str(v).unwrap_or_else(|| v.to_string())))
+                .collect();
+            format_pg(&fmt, &args)
+                .map(|s| text(Some(s)))
+                .map_err(datafusion::error::DataFusionError::Execution)
+        }),
+    ));
+    u(rowwise(
+        "quote_literal",
+        Signature::any(1, Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|a| {
+            Ok(text((!a[0].is_null()).then(|| {
+                quote_literal(&as_str(&a[0]).unwrap_or_else(|| a[0].to_string()))
+            })))
+        }),
+    ));
+    u(rowwise(
         "json_build_object",
         Signature::variadic_any(Volatility::Immutable),
         DataType::Utf8,
@@ -617,6 +685,26 @@ pub fn register(ctx: &SessionContext, lookup: Arc<Lookup>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_quotes_like_postgresql() {
+        assert_eq!(
+            format_pg(
+                "select %I from %I where x = %L and y = %L -- %s%%",
+                &[
+                    Some("Col".into()),
+                    Some("t".into()),
+                    Some("it's".into()),
+                    None,
+                    Some("done".into())
+                ]
+            ),
+            Ok("select \"Col\" from t where x = 'it''s' and y = NULL -- done%".to_owned())
+        );
+        assert!(format_pg("%s %s", &[Some("a".into())]).is_err());
+        assert!(format_pg("%I", &[None]).is_err());
+        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
+    }
 
     #[test]
     fn identifiers_quote_and_parse_like_postgresql() {

@@ -71,7 +71,37 @@ pub fn register(
     }
     let lookup = Arc::new(lookup);
     functions::register(ctx, lookup.clone());
+    ctx.register_udtf("pg_get_keywords", Arc::new(Keywords(keywords()?)));
     Ok(lookup)
+}
+
+/// `pg_get_keywords()`: the reserved words (those `quote_ident` quotes).
+fn keywords() -> Result<Arc<MemTable>> {
+    use builder::{BOOL, TEXT, TableBuilder, b, s};
+    let mut t = TableBuilder::new(
+        "pg_get_keywords",
+        &[
+            ("word", TEXT),
+            ("catcode", TEXT),
+            ("barelabel", BOOL),
+            ("catdesc", TEXT),
+            ("baredesc", TEXT),
+        ],
+    );
+    for word in functions::RESERVED {
+        t.row(vec![s(*word), s("R"), b(true), s("reserved"), s("can be bare label")]);
+    }
+    let batch = t.build()?;
+    Ok(Arc::new(MemTable::try_new(t.schema(), vec![vec![batch]])?))
+}
+
+#[derive(Debug)]
+struct Keywords(Arc<MemTable>);
+
+impl datafusion::catalog::TableFunctionImpl for Keywords {
+    fn call(&self, _args: &[datafusion::prelude::Expr]) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        Ok(self.0.clone())
+    }
 }
 
 #[cfg(test)]

@@ -219,6 +219,7 @@ pub fn of_column(ty: ColumnType) -> &'static PgType {
         ColumnType::Bool => 16,
         ColumnType::TimestampTz => 1184,
         ColumnType::Numeric => 1700,
+        ColumnType::Json => 114,
     };
     by_oid(oid).unwrap_or(&TYPES[0])
 }

@@ -32,8 +32,13 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Bool => DataType::Boolean,
         ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
         ColumnType::Numeric => DataType::Decimal128(18, 6),
+        ColumnType::Json => DataType::Utf8,
     }
 }
+
+/// Field metadata naming a PostgreSQL type the Arrow type alone does not
+/// tell (`json` columns are Arrow strings).
+pub const PG_TYPE_KEY: &str = "tally.pg_type";
 
 /// Arrow schema of a catalog table.
 pub fn arrow_schema(table: &catalog::Table) -> SchemaRef {
@@ -41,7 +46,16 @@ pub fn arrow_schema(table: &catalog::Table) -> SchemaRef {
         table
             .columns
             .iter()
-            .map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable))
+            .map(|c| {
+                let field = Field::new(c.name, arrow_type(c.ty), c.nullable);
+                match c.ty {
+                    // JSON travels as text; the wire type comes from here.
+                    ColumnType::Json => {
+                        field.with_metadata([(PG_TYPE_KEY.to_owned(), "json".to_owned())].into_iter().collect())
+                    }
+                    _ => field,
+                }
+            })
             .collect::<Vec<_>>(),
     ))
 }
