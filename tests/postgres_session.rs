@@ -136,6 +136,10 @@ async fn sessions_behave_like_postgresql() {
         ("select count(*) from generate_series(1, 5)", "5"),
         ("select now() - interval '7 days' < now()", "t"),
         (
+            "select interval '1 day' + interval '2 hours', interval '90 seconds'",
+            "1 day 02:00:00|00:01:30",
+        ),
+        (
             "select current_setting('server_version_num'), current_setting('nope', true) is null",
             "160006|t",
         ),
@@ -214,9 +218,25 @@ async fn sessions_behave_like_postgresql() {
         Some("probe"),
         "set_config sets"
     );
+    // pg_settings shows this session's values, not another's.
+    let mine = first_value(
+        &a.simple_query("select setting, source from pg_catalog.pg_settings where name = 'application_name'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(mine.as_deref(), Some("probe"));
+    let theirs = first_value(
+        &b.simple_query("select setting from pg_settings where name = 'application_name'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(theirs.as_deref(), Some("jdbc"));
     // The raw events' props are json on the wire.
     let props = a.prepare("select props from events").await.unwrap();
     assert_eq!(props.columns()[0].type_(), &tokio_postgres::types::Type::JSON);
+    // Intervals are interval on the wire, in text and binary.
+    let interval = a.prepare("select interval '1 day 2 hours'").await.unwrap();
+    assert_eq!(interval.columns()[0].type_(), &tokio_postgres::types::Type::INTERVAL);
     // Engine settings are not the session's to change.
     let err = a
         .simple_query("set datafusion.execution.batch_size = 1")

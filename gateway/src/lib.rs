@@ -161,7 +161,6 @@ pub async fn run(
         )),
     ));
     let users = users::UserStore::new(conn.clone());
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     match (cfg.auth, users.any().await) {
         (pg::auth::AuthMode::Trust, _) | (pg::auth::AuthMode::Auto, Ok(false)) => tracing::warn!(
             "no users defined (or --auth trust): connections are not authenticated and see every site; \
@@ -175,7 +174,6 @@ pub async fn run(
             users.clone(),
             handler.cancels.clone(),
             cfg.tls_required,
-            open.clone(),
             cfg.max_connections,
         )),
         handler,
@@ -201,7 +199,6 @@ pub async fn run(
         pg_listener,
         factory,
         tls,
-        open,
         shutdown,
         Duration::from_secs(cfg.shutdown_grace_secs),
     )

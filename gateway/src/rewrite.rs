@@ -951,6 +951,61 @@ impl VisitorMut for Rewriter<'_, '_> {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<Self::Break> {
+        // `pg_settings` shows this session's values: a derived table over
+        // the defaults with the session's SETs laid over them.
+        if let ast::TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = factor
+            && unqualified(name).as_deref() == Some("pg_settings")
+            && name
+                .0
+                .iter()
+                .all(|p| matches!(p, ObjectNamePart::Identifier(i) if i.quote_style.is_none()))
+        {
+            let changed = self.session.settings.changed();
+            if !changed.is_empty() {
+                let cases: String = changed
+                    .iter()
+                    .map(|(k, v)| format!(" WHEN '{}' THEN '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+                    .collect();
+                let columns: Vec<String> = crate::pg_catalog::relations::system_columns("pg_settings")
+                    .into_iter()
+                    .map(|(c, _)| match c {
+                        "setting" => format!("CASE name{cases} ELSE setting END AS setting"),
+                        "source" => format!(
+                            "CASE name{} ELSE source END AS source",
+                            changed
+                                .iter()
+                                .map(|(k, _)| format!(" WHEN '{}' THEN 'session'", k.replace('\'', "''")))
+                                .collect::<String>()
+                        ),
+                        other => other.to_owned(),
+                    })
+                    .collect();
+                let sql = format!("SELECT {} FROM pg_catalog.\"pg_settings\"", columns.join(", "));
+                if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                    &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                    &sql,
+                ) && let Some(ast::Statement::Query(query)) = statements.pop()
+                {
+                    *factor = ast::TableFactor::Derived {
+                        lateral: false,
+                        subquery: query,
+                        alias: Some(alias.clone().unwrap_or_else(|| ast::TableAlias {
+                            explicit: true,
+                            name: Ident::new("pg_settings"),
+                            columns: Vec::new(),
+                            at: None,
+                        })),
+                        sample: None,
+                    };
+                }
+            }
+            return ControlFlow::Continue(());
+        }
         let ast::TableFactor::Table {
             name,
             alias,

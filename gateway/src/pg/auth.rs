@@ -33,6 +33,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,16 @@ impl AuthSource for VerifierSource {
 /// Whether a connection is using SCRAM (kept in its session extensions).
 struct UsesScram;
 
+/// An admitted connection's place in the count, given back when the
+/// connection (and so its session extensions) goes away.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Failed logins per source address.
 #[derive(Default)]
 struct FailedLogins {
@@ -121,8 +132,8 @@ pub struct Authenticator {
     failures: FailedLogins,
     /// Refuse connections without TLS.
     tls_required: bool,
-    /// Open connections (counted by the accept loop) and the most allowed.
-    open: Arc<std::sync::atomic::AtomicUsize>,
+    /// Admitted connections and the most allowed.
+    admitted: Arc<AtomicUsize>,
     max_connections: usize,
 }
 
@@ -132,7 +143,6 @@ impl Authenticator {
         users: UserStore,
         cancels: Arc<ConnectionManager>,
         tls_required: bool,
-        open: Arc<std::sync::atomic::AtomicUsize>,
         max_connections: usize,
     ) -> Self {
         let pids = Arc::new(RandomPidSecretKeyGenerator::default());
@@ -149,7 +159,7 @@ impl Authenticator {
             cancels,
             failures: FailedLogins::default(),
             tls_required,
-            open,
+            admitted: Arc::new(AtomicUsize::new(0)),
             max_connections,
         }
     }
@@ -187,10 +197,14 @@ impl StartupHandler for Authenticator {
     {
         let peer = client.socket_addr();
         if let PgWireFrontendMessage::Startup(ref startup) = message {
-            if self.open.load(std::sync::atomic::Ordering::SeqCst) > self.max_connections {
+            // A connection holds its place from startup until it closes
+            // (the guard lives in its session extensions).
+            if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
+                self.admitted.fetch_sub(1, Ordering::SeqCst);
                 metrics::counter!("tally_gateway_connections_refused_total").increment(1);
                 return Err(user_error("53300", "sorry, too many clients already"));
             }
+            client.session_extensions().insert(Admitted(self.admitted.clone()));
             if self.tls_required && !client.is_secure() {
                 return Err(user_error(
                     "28000",

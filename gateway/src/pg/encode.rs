@@ -39,6 +39,7 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
         DataType::Decimal128(_, s) if *s >= 0 && *s <= 28 => Type::NUMERIC,
+        DataType::Interval(_) => Type::INTERVAL,
         DataType::List(f) => match f.data_type() {
             DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Type::TEXT_ARRAY,
             DataType::Int16 => Type::INT2_ARRAY,
@@ -234,6 +235,92 @@ impl ToSql for PgFloat {
     to_sql_checked!();
 }
 
+/// An interval as PostgreSQL sends it: text in the default `postgres`
+/// IntervalStyle (`1 year 2 mons 3 days 04:05:06.5`), binary as
+/// microseconds, days and months.
+#[derive(Debug)]
+pub struct PgInterval {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
+impl PgInterval {
+    pub fn text(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let (years, months) = (self.months / 12, self.months % 12);
+        let unit = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        if years != 0 {
+            parts.push(unit(i64::from(years), "year", "years"));
+        }
+        if months != 0 {
+            parts.push(unit(i64::from(months), "mon", "mons"));
+        }
+        if self.days != 0 {
+            parts.push(unit(i64::from(self.days), "day", "days"));
+        }
+        if self.micros != 0 || parts.is_empty() {
+            let sign = if self.micros < 0 { "-" } else { "" };
+            let m = self.micros.unsigned_abs();
+            let (h, rest) = (m / 3_600_000_000, m % 3_600_000_000);
+            let (min, rest) = (rest / 60_000_000, rest % 60_000_000);
+            let (s, frac) = (rest / 1_000_000, rest % 1_000_000);
+            let mut t = format!("{sign}{h:02}:{min:02}:{s:02}");
+            if frac != 0 {
+                t.push_str(format!(".{frac:06}").trim_end_matches('0'));
+            }
+            parts.push(t);
+        }
+        parts.join(" ")
+    }
+}
+
+impl ToSqlText for PgInterval {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _f: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.text().as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql for PgInterval {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_i64(self.micros);
+        out.put_i32(self.days);
+        out.put_i32(self.months);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+
+    to_sql_checked!();
+}
+
+/// (months, days, nanoseconds) of an Arrow interval value.
+fn interval_parts(col: &ArrayRef, row: usize) -> (i32, i32, i64) {
+    use datafusion::arrow::datatypes::{
+        IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType,
+    };
+    match col.data_type() {
+        DataType::Interval(IntervalUnit::YearMonth) => (col.as_primitive::<IntervalYearMonthType>().value(row), 0, 0),
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = col.as_primitive::<IntervalDayTimeType>().value(row);
+            (0, v.days, i64::from(v.milliseconds) * 1_000_000)
+        }
+        _ => {
+            let v = col.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            (v.months, v.days, v.nanoseconds)
+        }
+    }
+}
+
 fn nanos(unit: &TimeUnit, col: &ArrayRef, row: usize) -> i64 {
     match unit {
         TimeUnit::Second => col
@@ -258,6 +345,14 @@ fn encode_value(enc: &mut DataRowEncoder, col: &ArrayRef, row: usize) -> PgWireR
     }
     match col.data_type() {
         DataType::Boolean => enc.encode_field(&col.as_boolean().value(row)),
+        DataType::Interval(_) => {
+            let (months, days, nanos) = interval_parts(col, row);
+            enc.encode_field(&PgInterval {
+                months,
+                days,
+                micros: nanos / 1000,
+            })
+        }
         DataType::List(_) if pg_type(col.data_type()) != Type::TEXT => encode_list(enc, col, row),
         DataType::Int8 => enc.encode_field(&i16::from(col.as_primitive::<Int8Type>().value(row))),
         DataType::Int16 => enc.encode_field(&col.as_primitive::<Int16Type>().value(row)),
@@ -364,6 +459,19 @@ mod tests {
             .to_sql_text(&Type::TIMESTAMPTZ, &mut out, &FormatOptions::default())
             .unwrap();
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn intervals_print_as_postgresql_does() {
+        let i = |months, days, micros| PgInterval { months, days, micros }.text();
+        assert_eq!(i(0, 1, 7_200_000_000), "1 day 02:00:00");
+        assert_eq!(
+            i(14, 3, 4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000),
+            "1 year 2 mons 3 days 04:05:06.5"
+        );
+        assert_eq!(i(0, 7, 0), "7 days");
+        assert_eq!(i(0, 0, 0), "00:00:00");
+        assert_eq!(i(0, 0, -90_000_000), "-00:01:30");
     }
 
     #[test]

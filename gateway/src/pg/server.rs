@@ -10,33 +10,15 @@ use pgwire::tokio::process_socket;
 use schema::ops::CancellationToken;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
-
-/// One open connection in the shared count.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn new(open: Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::SeqCst);
-        OpenConnection(open)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// Serve connections until `shutdown`, then drain for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     factory: Arc<HandlerFactory>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
-    open: Arc<AtomicUsize>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -50,11 +32,7 @@ pub async fn serve(
                     let factory = factory.clone();
                     let tls = tls.clone();
                     metrics::counter!("tally_gateway_connections_total").increment(1);
-                    // Counted from accept to close; the startup handler
-                    // refuses connections past the limit (53300).
-                    let counted = OpenConnection::new(open.clone());
                     tracker.spawn(async move {
-                        let _counted = counted;
                         // A panic in the protocol decoder (pgwire 0.42.1 reads
                         // past some truncated messages) ends this connection
                         // only; it is logged, and the server goes on.

@@ -118,6 +118,14 @@ impl SessionSettings {
         Ok(())
     }
 
+    /// The settings changed from their defaults, by name.
+    pub fn changed(&self) -> Vec<(String, String)> {
+        self.changed
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// The settings changed from their defaults, as one string (part of
     /// the result cache's key: a statement may read them).
     pub fn fingerprint(&self) -> String {
