@@ -250,6 +250,13 @@ async fn sessions_behave_like_postgresql() {
         ("select no_such_column from sites", "42703"),
         ("selec 1", "42601"),
         ("insert into sites values ('x')", "25006"),
+        ("copy sites to stdout", "25006"),
+        ("copy sites from stdin", "25006"),
+        ("alter table sites add column y int", "25006"),
+        ("/* hi */ grant select on sites to bob", "25006"),
+        ("drop table sites", "25006"),
+        ("create table x (a int)", "25006"),
+        ("truncate sites", "25006"),
         ("select 'nope'::regclass", "42P01"),
         ("fetch 1 from no_cursor", "34000"),
     ] {

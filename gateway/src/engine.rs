@@ -107,6 +107,34 @@ fn setting_name(name: &ast::ObjectName) -> String {
     name.to_string().trim_matches('"').to_ascii_lowercase()
 }
 
+/// Statements that would change data, schema or privileges, by their first
+/// keyword: refused as read-only violations (25006) whatever the parser
+/// makes of the rest.
+const WRITE_KEYWORDS: &[&str] = &[
+    "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "COPY", "CREATE", "DROP", "ALTER", "TRUNCATE", "GRANT", "REVOKE",
+    "COMMENT", "VACUUM", "CLUSTER", "REINDEX", "REFRESH", "LOCK", "SECURITY", "IMPORT", "CALL", "DO",
+];
+
+/// The write keyword a statement starts with (comments and space skipped).
+pub fn write_keyword(sql: &str) -> Option<&'static str> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after).trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    WRITE_KEYWORDS.iter().copied().find(|k| *k == word)
+}
+
 /// Session statements answered by the gateway itself.
 fn session_command(s: &SqlStatement) -> Option<Command> {
     Some(match s {
@@ -189,9 +217,15 @@ impl QueryEngine {
     /// Split a query string into statements (PostgreSQL dialect).
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, GatewayError> {
         let sql = crate::rewrite::known_client_sql(sql);
-        let statements =
-            DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {}).map_err(GatewayError::DataFusion)?;
-        Ok(statements.into_iter().collect())
+        match DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {}) {
+            Ok(statements) => Ok(statements.into_iter().collect()),
+            // A write the parser does not know (`COPY t TO STDOUT`) is
+            // refused as a write, not as a syntax error.
+            Err(e) => match write_keyword(&sql) {
+                Some(word) => Err(GatewayError::ReadOnly(word.to_owned())),
+                None => Err(GatewayError::DataFusion(e)),
+            },
+        }
     }
 
     /// Limit each query's memory (bytes).
@@ -212,6 +246,11 @@ impl QueryEngine {
             Statement::Statement(s) => {
                 if let Some(command) = session_command(s) {
                     return Ok(command);
+                }
+                if !matches!(s.as_ref(), SqlStatement::Query(_))
+                    && let Some(word) = write_keyword(&s.to_string())
+                {
+                    return Err(GatewayError::ReadOnly(word.to_owned()));
                 }
                 rewrite(s, session)?;
                 self.fold_select_list_in_subqueries(s, session.scope).await;
