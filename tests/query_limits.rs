@@ -67,3 +67,27 @@ async fn cancel_and_statement_timeout_stop_a_query_and_keep_the_connection() {
     assert_eq!(n, 1000);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_running_ones_are_not() {
+    let stack = Stack::start_with_gateway(&["idle.test"], |g| g.idle_timeout_secs = 1).await;
+    let client = stack.pg().await;
+    // A statement running longer than the idle timeout keeps its
+    // connection: it ends by its own statement timeout (3 s), not by a
+    // closed socket.
+    client.simple_query("set statement_timeout = '3s'").await.expect("SET");
+    let err = client.simple_query(ENDLESS).await.expect_err("timed out");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(!client.is_closed());
+    // Then, with nothing running, it is closed after about a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client.is_closed() {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // New connections are still served.
+    let fresh = stack.pg().await;
+    let n: i64 = fresh.query_one("select count(*) from sites", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    stack.stop().await;
+}

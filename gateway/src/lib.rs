@@ -75,6 +75,10 @@ pub struct GatewayConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the certificate.
     #[arg(long, env = "TALLY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Close wire connections idle (no statement running) for this long;
+    /// 0 keeps them open.
+    #[arg(long, env = "TALLY_IDLE_TIMEOUT_SECS", default_value_t = 3600)]
+    pub idle_timeout_secs: u64,
     /// Most open wire connections; the next ones are refused with 53300.
     #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 500)]
     pub max_connections: usize,
@@ -110,6 +114,7 @@ impl GatewayConfig {
             tls_key: None,
             tls_required: false,
             max_connections: 500,
+            idle_timeout_secs: 3600,
             query_memory_mb: 512,
             result_cache_ms: 1000,
             shutdown_grace_secs: 10,
@@ -199,6 +204,7 @@ pub async fn run(
         pg_listener,
         factory,
         tls,
+        (cfg.idle_timeout_secs > 0).then(|| Duration::from_secs(cfg.idle_timeout_secs)),
         shutdown,
         Duration::from_secs(cfg.shutdown_grace_secs),
     )

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cursor;
 pub mod encode;
+pub mod idle;
 pub mod limits;
 pub mod names;
 pub mod params;
@@ -199,6 +200,8 @@ pub struct PgHandler {
     statement_timeout: Option<std::time::Duration>,
     /// Recent small results, for dashboard refreshes.
     cache: Arc<crate::result_cache::ResultCache>,
+    /// Which connections are running a statement (idle timeout).
+    pub activity: Arc<idle::ActivityBoard>,
 }
 
 impl PgHandler {
@@ -209,6 +212,7 @@ impl PgHandler {
     ) -> Self {
         PgHandler {
             cache,
+            activity: Arc::new(idle::ActivityBoard::default()),
             parser: Arc::new(Parser { engine: engine.clone() }),
             engine,
             cancels: Arc::new(ConnectionManager::new()),
@@ -245,6 +249,8 @@ impl PgHandler {
         format: &Format,
         text_key: Option<CacheKey>,
     ) -> PgWireResult<Response> {
+        // Busy until the response (and its rows) is gone.
+        let busy = self.activity.busy(&client.socket_addr());
         let settings = client
             .session_extensions()
             .get_or_insert_with(session::SessionSettings::default);
@@ -257,7 +263,7 @@ impl PgHandler {
         match command {
             Command::Query(plan) => {
                 let stop = self.stop_signal(client, &settings).await;
-                self.run(plan, format, stop, &scope, text_key).await
+                self.run(plan, format, stop, &scope, text_key, busy).await
             }
             Command::Begin => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
             Command::Commit => {
@@ -327,6 +333,7 @@ impl PgHandler {
         stop: std::pin::Pin<Box<dyn std::future::Future<Output = limits::StopReason> + Send>>,
         scope: &crate::tenant::TenantScope,
         text_key: Option<CacheKey>,
+        busy: Option<idle::Busy>,
     ) -> PgWireResult<Response> {
         metrics::counter!("tally_gateway_queries_total").increment(1);
         let plan_key = CacheKey::Plan(plan.clone(), scope.clone(), format_key(format));
@@ -362,6 +369,7 @@ impl PgHandler {
         let cache = self.cache.clone();
         let cached_fields = fields.clone();
         let finish = stream::once(async move {
+            drop(busy);
             if let Some(rows) = finished.finish() {
                 let keys = std::iter::once(plan_key).chain(text_key).collect();
                 cache.put(

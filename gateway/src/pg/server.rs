@@ -19,6 +19,7 @@ pub async fn serve(
     listener: TcpListener,
     factory: Arc<HandlerFactory>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    idle_timeout: Option<Duration>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -32,11 +33,28 @@ pub async fn serve(
                     let factory = factory.clone();
                     let tls = tls.clone();
                     metrics::counter!("tally_gateway_connections_total").increment(1);
+                    let board = factory.handler.activity.clone();
+                    let activity = board.open(peer);
                     tracker.spawn(async move {
                         // A panic in the protocol decoder (pgwire 0.42.1 reads
                         // past some truncated messages) ends this connection
                         // only; it is logged, and the server goes on.
-                        let served = AssertUnwindSafe(process_socket(socket, tls, factory)).catch_unwind().await;
+                        let served = AssertUnwindSafe(process_socket(socket, tls, factory)).catch_unwind();
+                        let idle = async {
+                            match idle_timeout {
+                                Some(t) => activity.idle(t).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let served = tokio::select! {
+                            served = served => served,
+                            () = idle => {
+                                metrics::counter!("tally_gateway_idle_closed_total").increment(1);
+                                tracing::debug!(%peer, "closing an idle connection");
+                                Ok(Ok(()))
+                            }
+                        };
+                        board.close(&peer);
                         match served {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
