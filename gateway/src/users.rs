@@ -106,8 +106,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn token_digest(token: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
 /// The user registry.

@@ -104,6 +104,15 @@ fn command_fields(command: &Command, format: &Format) -> Vec<FieldInfo> {
     }
 }
 
+/// The sites a connection may read: set at authentication, none if it
+/// never was.
+fn connection_scope<C: ClientInfo>(client: &C) -> Arc<crate::tenant::TenantScope> {
+    client
+        .session_extensions()
+        .get::<crate::tenant::TenantScope>()
+        .unwrap_or_else(|| Arc::new(crate::tenant::TenantScope::none()))
+}
+
 /// What a connection brings to planning: its settings, user and pid.
 pub struct ConnectionState {
     pub settings: Arc<session::SessionSettings>,
@@ -122,10 +131,7 @@ impl ConnectionState {
             settings: client
                 .session_extensions()
                 .get_or_insert_with(session::SessionSettings::default),
-            scope: client
-                .session_extensions()
-                .get::<crate::tenant::TenantScope>()
-                .unwrap_or_else(|| Arc::new(crate::tenant::TenantScope::none())),
+            scope: connection_scope(client),
             user: meta.get("user").cloned().unwrap_or_default(),
             database: meta
                 .get("database")
@@ -255,10 +261,7 @@ impl PgHandler {
             .session_extensions()
             .get_or_insert_with(session::SessionSettings::default);
         let cursors = client.session_extensions().get_or_insert_with(cursor::Cursors::default);
-        let scope = client
-            .session_extensions()
-            .get::<crate::tenant::TenantScope>()
-            .unwrap_or_else(|| Arc::new(crate::tenant::TenantScope::none()));
+        let scope = connection_scope(client);
         let setting_error = |e: session::SettingError| user_error(e.sqlstate(), e.message());
         match command {
             Command::Query(plan) => {
@@ -336,8 +339,12 @@ impl PgHandler {
         busy: Option<idle::Busy>,
     ) -> PgWireResult<Response> {
         metrics::counter!("tally_gateway_queries_total").increment(1);
-        let plan_key = CacheKey::Plan(plan.clone(), scope.clone(), format_key(format));
-        if let Some(cached) = self.cache.get(&plan_key) {
+        // The plan is cloned into a key only when there is a cache to ask.
+        let plan_key = self
+            .cache
+            .enabled()
+            .then(|| CacheKey::Plan(plan.clone(), scope.clone(), format_key(format)));
+        if let Some(cached) = plan_key.as_ref().and_then(|k| self.cache.get(k)) {
             return Ok(cached_response(cached));
         }
         let fields = Arc::new(query_fields(&plan, format));
@@ -371,7 +378,7 @@ impl PgHandler {
         let finish = stream::once(async move {
             drop(busy);
             if let Some(rows) = finished.finish() {
-                let keys = std::iter::once(plan_key).chain(text_key).collect();
+                let keys = plan_key.into_iter().chain(text_key).collect();
                 cache.put(
                     keys,
                     started,

@@ -129,7 +129,7 @@ impl SessionSettings {
     /// The settings changed from their defaults, as one string (part of
     /// the result cache's key: a statement may read them).
     pub fn fingerprint(&self) -> String {
-        self.changed.read().map(|m| format!("{m:?}")).unwrap_or_default()
+        format!("{:?}", self.changed())
     }
 
     pub fn reset(&self, name: Option<&str>) -> Result<(), SettingError> {
