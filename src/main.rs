@@ -49,8 +49,14 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
-    /// Show the streamer's progress per shard (lag and pending entries).
+    /// Show the active keyspace, its rules and the streamer's progress per
+    /// shard (lag and pending entries).
     Status,
+    /// Rebuild every report from the retained streams into a new keyspace
+    /// version (with new processing rules, if given) while the live one keeps
+    /// serving, then switch the gateway and the streamers to it and remove
+    /// the old one.
+    Replay(Box<ReplayArgs>),
     /// Recompute the reports from the retained streams and diff them against
     /// the key-map; exits 1 on any difference.
     Verify {
@@ -82,6 +88,85 @@ fn parse_time(s: &str) -> Result<i64, String> {
     Err(format!(
         "{s:?} is not a time (RFC 3339, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD)"
     ))
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Recompute from this time (RFC 3339, `YYYY-MM-DD HH:MM:SS`,
+    /// `YYYY-MM-DD`) or stream id (`<ms>-<seq>`), rounded down to its UTC
+    /// midnight; reports before it are carried over unchanged. Default: all
+    /// of history when the streams were never trimmed, else the first whole
+    /// day they hold.
+    #[arg(long, value_parser = parse_replay_from)]
+    from: Option<streamer::replay::ReplayFrom>,
+    /// In the new version, do not count events on pages matching this glob
+    /// (`*` within a path segment, `**` across); repeatable. Without it (and
+    /// without --count-all-paths) the live version's exclusions are kept.
+    #[arg(long = "exclude-path")]
+    exclude_paths: Vec<String>,
+    /// Drop every page exclusion in the new version.
+    #[arg(long, conflicts_with = "exclude_paths")]
+    count_all_paths: bool,
+    /// Ingest's --max-event-age-hours: buckets younger than this may still
+    /// receive events, so --from must be older.
+    #[arg(long, env = "TALLY_MAX_EVENT_AGE_HOURS", default_value_t = 72)]
+    settle_hours: u64,
+    #[command(flatten)]
+    streamer: streamer::StreamerConfig,
+}
+
+/// `--from`: a time or a stream id.
+fn parse_replay_from(s: &str) -> Result<streamer::replay::ReplayFrom, String> {
+    match parse_time(s) {
+        Ok(ms) => Ok(streamer::replay::ReplayFrom::Time(ms)),
+        Err(time_err) => s
+            .parse()
+            .map_err(|_| format!("{time_err}, nor a stream id (<ms>-<seq>)")),
+    }
+}
+
+async fn run_replay(args: ReplayArgs, conn: &mut RedisConn) -> Result<()> {
+    let exclude_paths = if args.count_all_paths {
+        Some(Vec::new())
+    } else if args.exclude_paths.is_empty() {
+        None
+    } else {
+        Some(args.exclude_paths)
+    };
+    let opts = streamer::replay::ReplayOptions {
+        from: args.from,
+        exclude_paths,
+        settle: std::time::Duration::from_secs(args.settle_hours * 3600),
+        consumer: args.streamer.options(),
+    };
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} replay {bar:30} {pos}/{len} events ({per_sec}, {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = streamer::replay::replay(
+        conn,
+        opts,
+        |p| {
+            bar.set_length(p.total);
+            bar.set_position(p.events);
+        },
+        cancel_on_signal(),
+    )
+    .await;
+    bar.finish_and_clear();
+    let r = report?;
+    println!(
+        "replayed {} events into keyspace v{} in {:.1} s ({} buckets carried over); now serving v{}, v{} removed ({} keys)",
+        r.events,
+        r.new.version,
+        r.elapsed.as_secs_f64(),
+        r.carried,
+        r.new.version,
+        r.old.version,
+        r.removed
+    );
+    println!("rules: {}", serde_json::to_string(&r.rules)?);
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -302,10 +387,16 @@ async fn main() -> Result<()> {
                 )
             }
         }
+        Command::Replay(args) => {
+            let mut conn = connect(redis_url.as_deref()).await?;
+            run_replay(*args, &mut conn).await
+        }
         Command::Status => {
             let mut conn = connect(redis_url.as_deref()).await?;
             let ks = streamer::keyspace(&mut conn).await?;
+            let rules = streamer::rules::Rules::load(&mut conn, ks).await?;
             println!("keyspace v{}  group {}", ks.version, ks.group());
+            println!("rules {}", serde_json::to_string(rules.spec())?);
             println!("{:<6} {:>10} {:>10}", "shard", "lag", "pending");
             for p in streamer::progress::progress(&mut conn, ks).await? {
                 let lag = p.lag.map_or_else(|| "?".to_owned(), |l| l.to_string());

@@ -5,7 +5,9 @@
 //! unique_visitors on a foreign site, prepared statements with the site as
 //! a parameter, cursors), the admin sees both; wrong passwords and unknown
 //! users get 28P01; the HTTP API wants a bearer token; repeated failures
-//! from one address are refused with 28000.
+//! from one address are refused with 28000; a client that answers the SCRAM
+//! offer with another mechanism or a bare password is refused (FATAL, with
+//! an SQLSTATE).
 
 mod common;
 
@@ -190,5 +192,88 @@ async fn owners_see_only_their_sites_and_logins_are_checked() {
     }
     let err = login(&stack, "alice", "alice-secret").await.expect_err("blocked");
     assert_eq!(err.code().map(|c| c.code()), Some("28000"), "{err}");
+    stack.stop().await;
+}
+
+/// Start a wire session as `user` over a raw socket and read the server's
+/// authentication request.
+async fn raw_startup(stack: &Stack, user: &str) -> (tokio::net::TcpStream, u8, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(stack.pg_addr).await.unwrap();
+    let mut params = Vec::new();
+    for p in ["user", user, "database", "tally"] {
+        params.extend_from_slice(p.as_bytes());
+        params.push(0);
+    }
+    params.push(0);
+    let mut msg = ((params.len() + 8) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&196_608i32.to_be_bytes());
+    msg.extend_from_slice(&params);
+    s.write_all(&msg).await.unwrap();
+    let (kind, body) = read_message(&mut s).await;
+    (s, kind, body)
+}
+
+async fn read_message(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let kind = s.read_u8().await?;
+        let len = s.read_i32().await?;
+        let mut body = vec![0; (len - 4).max(0) as usize];
+        s.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>((kind, body))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the server answers")
+        .expect("a whole message")
+}
+
+/// The SQLSTATE field of an ErrorResponse body.
+fn sqlstate(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_auth_methods_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start(&[A]).await;
+    let users = UserStore::new(stack.conn.clone());
+    users.add("carol", "carol-secret", false).await.unwrap();
+    users.set_site("carol", A, true).await.unwrap();
+
+    // The server offers SCRAM-SHA-256 only: no cleartext, no MD5.
+    let (_s, kind, body) = raw_startup(&stack, "carol").await;
+    assert_eq!(kind, b'R');
+    assert_eq!(&body[..4], &10i32.to_be_bytes(), "AuthenticationSASL");
+    assert_eq!(&body[4..], b"SCRAM-SHA-256\0\0");
+
+    // A mechanism it did not offer, and a bare password instead of a SASL
+    // message: each a FATAL error with an SQLSTATE, and the connection ends.
+    let mut initial = b"MD5\0".to_vec();
+    initial.extend_from_slice(&(-1i32).to_be_bytes());
+    let bare = b"carol-secret\0".to_vec();
+    for answer in [initial, bare] {
+        let (mut s, _, _) = raw_startup(&stack, "carol").await;
+        let mut msg = vec![b'p'];
+        msg.extend_from_slice(&((answer.len() + 4) as i32).to_be_bytes());
+        msg.extend_from_slice(&answer);
+        s.write_all(&msg).await.unwrap();
+        let (kind, body) = read_message(&mut s).await;
+        assert_eq!(kind, b'E', "{}", String::from_utf8_lossy(&body));
+        let code = sqlstate(&body);
+        assert!(
+            ["08P01", "28000", "28P01"].contains(&code.as_str()),
+            "{code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(String::from_utf8_lossy(&body).contains("FATAL"));
+    }
+    // The server keeps serving: the right password still gets in.
+    let c = login(&stack, "carol", "carol-secret").await.expect("carol logs in");
+    assert_eq!(column(&c, "select site from sites").await, [A]);
     stack.stop().await;
 }

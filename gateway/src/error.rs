@@ -109,6 +109,16 @@ pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// A refusal during startup or authentication: severity FATAL, as
+/// PostgreSQL sends it, since the connection ends with it.
+pub fn fatal_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_owned(),
+        code.to_owned(),
+        message.into(),
+    )))
+}
+
 /// The ErrorResponse fields of an error (for answers that carry it inline,
 /// as in a multi-statement query).
 pub fn error_info(e: GatewayError) -> ErrorInfo {

@@ -30,6 +30,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub limits: Limits,
     pub max_body_bytes: usize,
+    /// How long reading a request body may take.
+    pub body_timeout: std::time::Duration,
     pub trust_forwarded_for: bool,
     /// Header carrying the client's country (set by a trusted CDN).
     pub country_header: Option<axum::http::HeaderName>,
@@ -76,6 +78,7 @@ impl ApiError {
             StatusCode::FORBIDDEN => "unknown_site",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
             _ => "invalid",
         }
     }
@@ -193,12 +196,18 @@ enum Outcome {
 }
 
 async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        ApiError::new(
+    let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes));
+    match read.await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body is larger than {} bytes", state.max_body_bytes),
-        )
-    })
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("body not received within {} s", state.body_timeout.as_secs()),
+        )),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {

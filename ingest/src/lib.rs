@@ -10,12 +10,14 @@
 //! - [`registry`]: the cached site allow-list.
 //! - [`writer`]: group commit of events into pipelined `XADD`s.
 //! - [`http`]: the routes and their error answers.
+//! - [`serve`]: the accept loop and its connection limits and timeouts.
 
 pub mod enrich;
 pub mod http;
 pub mod payload;
 pub mod ratelimit;
 pub mod registry;
+pub mod serve;
 pub mod spam;
 pub mod tracker;
 pub mod visitor;
@@ -73,6 +75,20 @@ pub struct IngestConfig {
     /// is always on).
     #[arg(long, env = "TALLY_SPAM_LIST")]
     pub spam_list: Option<std::path::PathBuf>,
+    /// Most open HTTP connections; one more is answered 503 and closed.
+    #[arg(long, env = "TALLY_INGEST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub ingest_max_connections: usize,
+    /// Request headers must arrive within this many seconds of the
+    /// connection opening or of the previous response (slow or silent
+    /// clients are dropped; idle kept-alive connections closed).
+    #[arg(long, env = "TALLY_INGEST_HEADER_TIMEOUT_SECS", default_value_t = 15)]
+    pub ingest_header_timeout_secs: u64,
+    /// A request body must arrive within this many seconds (else 408).
+    #[arg(long, env = "TALLY_INGEST_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub ingest_body_timeout_secs: u64,
+    /// Largest request head (request line and headers), in bytes (else 431).
+    #[arg(long, env = "TALLY_MAX_HEADER_BYTES", default_value_t = 16_384)]
+    pub max_header_bytes: usize,
 }
 
 impl IngestConfig {
@@ -89,6 +105,10 @@ impl IngestConfig {
             max_batch_events: 100,
             max_event_age_hours: 72,
             spam_list: None,
+            ingest_max_connections: 10_000,
+            ingest_header_timeout_secs: 15,
+            ingest_body_timeout_secs: 10,
+            max_header_bytes: 16_384,
         }
     }
 }
@@ -140,6 +160,7 @@ pub async fn run(
             ..payload::Limits::default()
         },
         max_body_bytes: cfg.max_body_bytes,
+        body_timeout: Duration::from_secs(cfg.ingest_body_timeout_secs.max(1)),
         trust_forwarded_for: cfg.trust_forwarded_for,
         country_header,
         user_agents: enrich::UserAgentParser::default(),
@@ -156,10 +177,13 @@ pub async fn run(
     let refresher = tokio::spawn(refresh_registry(state.clone(), shutdown.clone()));
     let app = http::router(state.clone()).merge(ops_router("ingest", metrics, redis_health(conn)));
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    let stop = shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    let limits = serve::ConnLimits {
+        max_connections: cfg.ingest_max_connections,
+        header_timeout: Duration::from_secs(cfg.ingest_header_timeout_secs.max(1)),
+        max_header_bytes: cfg.max_header_bytes.max(1024),
+        ..serve::ConnLimits::default()
+    };
+    serve::serve(listener, app, limits, shutdown.clone()).await?;
     refresher.abort();
     // The router (and its writer handles) are gone; dropping the last handle
     // closes the queue, and the writer drains it before ending.

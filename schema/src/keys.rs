@@ -18,6 +18,9 @@
 //! tally:sites                                         hash    site -> registration JSON
 //! tally:salt:20261126                                 string  daily visitor-id salt
 //! tally:keyspace                                      string  active aggregate version
+//! tally:keyspace:seq                                  string  last version handed out
+//! tally:rules:v2                                      string  processing rules of version 2 (JSON)
+//! tally:replay                                        string  lock of a running replay
 //! ```
 //!
 //! Aggregate keys carry a keyspace version (`v1`) so that a replay can build a
@@ -168,6 +171,49 @@ impl Keyspace {
     pub fn group(self) -> String {
         format!("{PREFIX}:agg:v{}", self.version)
     }
+
+    /// The version a consumer group name belongs to (`tally:agg:v3` -> 3).
+    pub fn of_group(name: &str) -> Option<Keyspace> {
+        name.strip_prefix(PREFIX)?
+            .strip_prefix(":agg:v")?
+            .parse()
+            .ok()
+            .map(Keyspace::new)
+    }
+
+    /// `SCAN` pattern of every aggregate key of this version.
+    pub fn pattern(self) -> String {
+        format!("{PREFIX}:v{}:*", self.version)
+    }
+
+    /// The name `key` (a key of this version) has in version `to`; `None`
+    /// when `key` is not of this version.
+    pub fn rename(self, key: &str, to: Keyspace) -> Option<String> {
+        let rest = key.strip_prefix(&format!("{PREFIX}:v{}:", self.version))?;
+        Some(format!("{PREFIX}:v{}:{rest}", to.version))
+    }
+
+    /// The processing rules this version is built with.
+    pub fn rules_key(self) -> String {
+        format!("{PREFIX}:rules:v{}", self.version)
+    }
+}
+
+/// Bucket start (ms) of a report key
+/// `tally:vN:{sNN}:<report>[.u]:<grain>:<site>:<label>[:<tuple>]`; `None`
+/// for keys that are not buckets (spans, sessions, progress).
+pub fn bucket_of_key(key: &str) -> Option<i64> {
+    let parts: Vec<&str> = key.splitn(7, ':').collect();
+    if parts.len() != 7 {
+        return None;
+    }
+    let label = parts[6].split(':').next()?;
+    parts[4].parse::<Grain>().ok()?.parse_label(label)
+}
+
+/// Whether `key` is a site's span hash (`tally:vN:{sNN}:span:<site>`).
+pub fn is_span_key(key: &str) -> bool {
+    key.split(':').nth(3) == Some("span")
 }
 
 /// Ingest's open session of a visitor on a site.
@@ -195,6 +241,16 @@ pub fn keyspace_key() -> String {
     format!("{PREFIX}:keyspace")
 }
 
+/// Counter handing out new keyspace versions (never reused).
+pub fn keyspace_seq_key() -> String {
+    format!("{PREFIX}:keyspace:seq")
+}
+
+/// Lock held by a running `tally replay` (value: the version it builds).
+pub fn replay_lock_key() -> String {
+    format!("{PREFIX}:replay")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +271,31 @@ mod tests {
             assert!(k.contains(&tag), "{k} lacks {tag}");
             assert_eq!(k.matches('{').count(), 1, "{k}: exactly one hash tag");
         }
+    }
+
+    #[test]
+    fn buckets_and_versions_from_keys() {
+        assert_eq!(
+            bucket_of_key("tally:v1:{s01}:traffic:h:a.io:1970010101"),
+            Some(3_600_000)
+        );
+        assert_eq!(bucket_of_key("tally:v1:{s01}:span:a.io"), None);
+        assert!(is_span_key("tally:v1:{s01}:span:a.io"));
+        assert!(!is_span_key("tally:v1:{s01}:sess:a.io:5"));
+        assert_eq!(bucket_of_key("tally:v1:{s01}:pages:x:a.io:1970010101"), None);
+        assert_eq!(
+            bucket_of_key("tally:v1:{s01}:pages.u:h:a.io:1970010101:/a:b"),
+            Some(3_600_000)
+        );
+        let (v1, v2) = (Keyspace::new(1), Keyspace::new(2));
+        assert_eq!(
+            v1.rename("tally:v1:{s01}:pages.u:h:a.io:1970010101:/a:b", v2)
+                .as_deref(),
+            Some("tally:v2:{s01}:pages.u:h:a.io:1970010101:/a:b")
+        );
+        assert_eq!(v2.rename("tally:v1:{s01}:span:a.io", v1), None);
+        assert_eq!(Keyspace::of_group(&v2.group()), Some(v2));
+        assert_eq!(Keyspace::of_group("other"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
@@ -161,6 +162,61 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// Every key matching `pattern`, from every node (each primary of a
+/// cluster). For maintenance (replay, removal of an old keyspace), never on
+/// a request path: `SCAN` walks the whole keyspace.
+pub async fn scan_keys(conn: &mut RedisConn, pattern: &str) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let routes = match conn {
+        RedisConn::Single(_) => vec![None],
+        RedisConn::Cluster(c) => {
+            let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
+            cluster_primaries(&nodes)
+                .into_iter()
+                .map(|(host, port)| Some(RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })))
+                .collect()
+        }
+    };
+    for route in routes {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+            let reply = match (&mut *conn, &route) {
+                (RedisConn::Cluster(c), Some(route)) => c.route_command(cmd, route.clone()).await?,
+                (conn, _) => cmd.query_async::<Value>(conn).await?,
+            };
+            let (next, keys): (u64, Vec<String>) = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
+            out.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// `(host, port)` of each primary in a `CLUSTER NODES` reply.
+fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let addr = f.nth(1)?;
+            let flags = f.next()?;
+            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+                return None;
+            }
+            let hostport = addr.split('@').next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Read the active keyspace version (`tally:keyspace`), defaulting to v1.
 pub async fn active_keyspace(conn: &mut RedisConn) -> Result<crate::Keyspace, StoreError> {
     let v: Option<u32> = redis::cmd("GET")
@@ -185,6 +241,14 @@ mod tests {
             RedisTarget::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
         );
         assert!(RedisTarget::parse("localhost:6379").is_err());
+        assert_eq!(
+            cluster_primaries(
+                "07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460\n\
+                 67ed 127.0.0.1:30004@40004 slave 07c3 0 1 4 connected\n\
+                 292f 127.0.0.1:30002@40002 master - 0 1 2 connected 5461-10922\n"
+            ),
+            vec![("127.0.0.1".to_owned(), 30001), ("127.0.0.1".to_owned(), 30002)]
+        );
         assert_eq!(
             RedisTarget::parse("redis://u:secret@h:1").unwrap().redacted(),
             "redis://***@h:1"

@@ -11,12 +11,14 @@
 
 use crate::aggregate::{Retention, aggregate};
 use crate::apply::{ApplyOutcome, apply_batch};
+use crate::rules::Rules;
 use redis::Value;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use schema::ops::CancellationToken;
 use schema::store::RedisConn;
 use schema::{Event, Keyspace, Shard};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tuning of the consume loop.
@@ -33,6 +35,8 @@ pub struct ConsumerOptions {
     /// Longest pause between polls of an idle shard.
     pub max_idle_poll: Duration,
     pub retention: Retention,
+    /// The processing rules of the keyspace being built.
+    pub rules: Arc<Rules>,
 }
 
 impl ConsumerOptions {
@@ -44,6 +48,7 @@ impl ConsumerOptions {
             claim_every: Duration::from_secs(5),
             max_idle_poll: Duration::from_millis(50),
             retention: Retention::default(),
+            rules: Arc::new(Rules::default()),
         }
     }
 }
@@ -139,6 +144,13 @@ pub async fn run_shard(
             Ok(None) => Vec::new(),
             Err(e) => {
                 if e.code() == Some("NOGROUP") {
+                    // The stream was deleted (recreate the group), or a
+                    // replay retired this version (stop: the streamer
+                    // moves to the active one).
+                    if !still_built(&mut conn, ks).await {
+                        tracing::info!(shard = %shard, group = %group, "keyspace retired; shard loop ends");
+                        return;
+                    }
                     let _ = ensure_group(&mut conn, ks, shard).await;
                 }
                 tracing::warn!(shard = %shard, error = %e, "XREADGROUP failed");
@@ -207,7 +219,11 @@ async fn process(
             return;
         }
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let deltas = aggregate(entries.iter().filter_map(|e| e.event.as_ref()), ks, opts.retention);
+        let counted = entries
+            .iter()
+            .filter_map(|e| e.event.as_ref())
+            .filter(|e| opts.rules.admits(e));
+        let deltas = aggregate(counted, ks, opts.retention);
         let started = Instant::now();
         match apply_batch(conn, ks, shard, &opts.consumer, &ids, &deltas, opts.retention).await {
             Ok(ApplyOutcome::Applied(n)) => {
@@ -224,6 +240,11 @@ async fn process(
                 tracing::info!(shard = %shard, kept = owned.len(), of = entries.len(), "part of the batch was claimed elsewhere");
                 entries.retain(|e| owned.contains(&e.id));
             }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // The group is gone (its keyspace retired): nothing to apply to.
+                tracing::info!(shard = %shard, error = %e, "group gone; batch dropped with its keyspace");
+                return;
+            }
             Err(e) => {
                 metrics::counter!("tally_streamer_apply_errors_total").increment(1);
                 tracing::warn!(shard = %shard, error = %e, events = entries.len(), "apply failed; retrying the same batch");
@@ -234,6 +255,15 @@ async fn process(
                 }
             }
         }
+    }
+}
+
+/// Whether version `ks` is still wanted: the active one, or a newer one a
+/// replay is building (an older one was retired).
+async fn still_built(conn: &mut RedisConn, ks: Keyspace) -> bool {
+    match schema::store::active_keyspace(conn).await {
+        Ok(active) => ks.version >= active.version,
+        Err(_) => true,
     }
 }
 

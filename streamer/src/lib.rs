@@ -12,13 +12,17 @@
 //! - [`progress`]: lag and pending entries per shard.
 //! - [`retention`]: stream trimming that never drops unapplied entries;
 //!   removal of consumers of dead processes.
+//! - [`rules`]: the processing rules of a keyspace version.
+//! - [`replay`]: rebuild the reports into a new version and switch to it.
 //! - [`verify`]: recompute the reports from the streams and diff them.
 
 pub mod aggregate;
 pub mod apply;
 pub mod consumer;
 pub mod progress;
+pub mod replay;
 pub mod retention;
+pub mod rules;
 pub mod sessions;
 pub mod verify;
 mod xinfo;
@@ -86,7 +90,8 @@ impl StreamerConfig {
         }
     }
 
-    fn options(&self) -> consumer::ConsumerOptions {
+    /// The consume loop's options from these flags.
+    pub fn options(&self) -> consumer::ConsumerOptions {
         let name = self.consumer.clone().unwrap_or_else(default_consumer_name);
         let mut o = consumer::ConsumerOptions::new(name);
         o.batch = self.batch.max(1);
@@ -120,6 +125,11 @@ pub enum StreamerError {
 }
 
 /// Consume until `shutdown`; batches in progress are finished first.
+///
+/// The streamer builds the active keyspace version with that version's
+/// rules. When a replay switches the active version, the shard loops finish
+/// their batch and start again on the new version's consumer group, which
+/// the replay has brought up to date.
 pub async fn run(
     cfg: StreamerConfig,
     ops_listener: Option<TcpListener>,
@@ -127,21 +137,7 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<(), StreamerError> {
-    let opts = cfg.options();
-    let ks = loop {
-        let mut c = conn.clone();
-        match schema::store::active_keyspace(&mut c).await {
-            Ok(ks) => break ks,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the keyspace version; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    };
-    tracing::info!(consumer = %opts.consumer, group = %ks.group(), "streamer started");
+    let base = cfg.options();
     let ops = ops_listener.map(|l| {
         let app = ops_router("streamer", metrics, redis_health(conn.clone()));
         let stop = shutdown.clone();
@@ -153,23 +149,35 @@ pub async fn run(
     });
     let maintenance = tokio::spawn(maintain(
         conn.clone(),
-        ks,
         Duration::from_secs(cfg.stream_retention_hours * 3600),
         shutdown.clone(),
     ));
-    let tasks: Vec<_> = Shard::all()
-        .map(|shard| {
-            tokio::spawn(consumer::run_shard(
-                conn.clone(),
-                ks,
-                shard,
-                opts.clone(),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
+    while let Some((ks, rules)) = active_with_rules(&conn, &shutdown).await {
+        tracing::info!(consumer = %base.consumer, group = %ks.group(), rules = ?rules.spec(), "streamer started");
+        let mut opts = base.clone();
+        opts.rules = std::sync::Arc::new(rules);
+        let epoch = shutdown.child_token();
+        let tasks: Vec<_> = Shard::all()
+            .map(|shard| {
+                tokio::spawn(consumer::run_shard(
+                    conn.clone(),
+                    ks,
+                    shard,
+                    opts.clone(),
+                    epoch.clone(),
+                ))
+            })
+            .collect();
+        let watcher = tokio::spawn(watch_keyspace(conn.clone(), ks, epoch.clone()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        epoch.cancel();
+        let _ = watcher.await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tracing::info!(from = %ks.group(), "active keyspace changed; switching");
     }
     let _ = maintenance.await;
     if let Some(ops) = ops {
@@ -179,20 +187,68 @@ pub async fn run(
     Ok(())
 }
 
+/// The active version and its rules, retried until Redis answers; `None` on
+/// shutdown.
+async fn active_with_rules(conn: &RedisConn, shutdown: &CancellationToken) -> Option<(Keyspace, rules::Rules)> {
+    loop {
+        let mut c = conn.clone();
+        let got = match schema::store::active_keyspace(&mut c).await {
+            Ok(ks) => rules::Rules::load(&mut c, ks)
+                .await
+                .map(|r| (ks, r))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(found) => return Some(found),
+            Err(e) => tracing::warn!(error = %e, "cannot read the keyspace version and its rules; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Cancel `epoch` when the active version is no longer `ks`.
+async fn watch_keyspace(conn: RedisConn, ks: Keyspace, epoch: CancellationToken) {
+    let mut conn = conn;
+    loop {
+        tokio::select! {
+            _ = epoch.cancelled() => return,
+            _ = tokio::time::sleep(KEYSPACE_POLL) => {}
+        }
+        if let Ok(active) = schema::store::active_keyspace(&mut conn).await
+            && active != ks
+        {
+            epoch.cancel();
+            return;
+        }
+    }
+}
+
+/// How often a streamer looks for a switch of the active version.
+pub const KEYSPACE_POLL: Duration = Duration::from_millis(500);
+
 /// Keyspace the streamer is building, for callers that wait on progress.
 pub async fn keyspace(conn: &mut RedisConn) -> Result<Keyspace, schema::store::StoreError> {
     schema::store::active_keyspace(conn).await
 }
 
-/// Once a minute: trim the streams to their retention and remove consumers
-/// of dead processes. Every streamer runs it; the operations are idempotent.
-async fn maintain(conn: RedisConn, ks: Keyspace, retention: Duration, shutdown: CancellationToken) {
+/// Once a minute: trim the streams to their retention, remove consumers of
+/// dead processes and consumer groups of retired or abandoned keyspace
+/// versions (a group left behind would hold back trimming forever). Every
+/// streamer runs it; the operations are idempotent.
+async fn maintain(conn: RedisConn, retention: Duration, shutdown: CancellationToken) {
     let mut conn = conn;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
+        let Ok(ks) = schema::store::active_keyspace(&mut conn).await else {
+            continue;
+        };
         let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
         for shard in Shard::all() {
             if !retention.is_zero() {
@@ -211,6 +267,13 @@ async fn maintain(conn: RedisConn, ks: Keyspace, retention: Duration, shutdown: 
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(shard = %shard, error = %e, "consumer cleanup failed"),
+            }
+            match replay::remove_stale_groups(&mut conn, shard, ks).await {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(shard = %shard, groups = ?gone, "removed groups of old keyspaces")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(shard = %shard, error = %e, "group cleanup failed"),
             }
         }
     }

@@ -44,6 +44,8 @@ pub struct Stack {
     /// Keeps the private Redis (single node or cluster) alive.
     _redis: Box<dyn std::any::Any + Send>,
     pub conn: RedisConn,
+    /// The Redis URL the services use (for the `tally` binary).
+    pub redis_url: String,
     pub ingest_url: String,
     pub pg_addr: SocketAddr,
     /// Base URL of the gateway's HTTP server (query API, health, metrics).
@@ -134,6 +136,7 @@ impl Stack {
         Stack {
             _redis: redis,
             conn,
+            redis_url: url.to_owned(),
             ingest_url,
             pg_addr,
             gateway_url,
@@ -176,8 +179,8 @@ impl Stack {
     pub async fn wait_caught_up(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut conn = self.conn.clone();
-        let ks = schema::Keyspace::default();
         loop {
+            let ks = streamer::keyspace(&mut conn).await.expect("keyspace");
             let p = streamer::progress::progress(&mut conn, ks).await.expect("XINFO");
             if p.iter().all(|s| s.caught_up()) {
                 return;

@@ -14,7 +14,7 @@
 //! window passes.
 
 use super::ServerParams;
-use crate::error::user_error;
+use crate::error::{fatal_error, user_error};
 use crate::tenant::TenantScope;
 use crate::users::{UserStore, parse_verifier};
 use async_trait::async_trait;
@@ -29,6 +29,7 @@ use pgwire::api::{
     ClientInfo, ConnectionManager, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -187,6 +188,26 @@ impl Authenticator {
     }
 }
 
+/// Session marker: the client's first SASL message has been checked.
+struct SaslStarted;
+
+/// Whether `body` is a well-formed SASLInitialResponse: a mechanism name
+/// (C string), then an Int32 length and that many bytes, or -1 and none.
+pub fn is_sasl_initial_response(body: &[u8]) -> bool {
+    let Some(nul) = body.iter().position(|b| *b == 0) else {
+        return false;
+    };
+    let rest = &body[nul + 1..];
+    let Some(len) = rest
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(i32::from_be_bytes)
+    else {
+        return false;
+    };
+    len == -1 || usize::try_from(len).is_ok_and(|n| n == rest.len() - 4)
+}
+
 #[async_trait]
 impl StartupHandler for Authenticator {
     async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
@@ -202,18 +223,18 @@ impl StartupHandler for Authenticator {
             if self.admitted.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
                 self.admitted.fetch_sub(1, Ordering::SeqCst);
                 metrics::counter!("tally_gateway_connections_refused_total").increment(1);
-                return Err(user_error("53300", "sorry, too many clients already"));
+                return Err(fatal_error("53300", "sorry, too many clients already"));
             }
             client.session_extensions().insert(Admitted(self.admitted.clone()));
             if self.tls_required && !client.is_secure() {
-                return Err(user_error(
+                return Err(fatal_error(
                     "28000",
                     "this server requires TLS: connect with sslmode=require",
                 ));
             }
             if self.failures.blocked(peer.ip()) {
                 tracing::warn!(%peer, "login refused: too many failed logins from this address");
-                return Err(user_error(
+                return Err(fatal_error(
                     "28000",
                     "too many failed login attempts from this address; try again later",
                 ));
@@ -235,6 +256,22 @@ impl StartupHandler for Authenticator {
             return Ok(());
         }
         let user = client.metadata().get("user").cloned().unwrap_or_default();
+        // pgwire 0.42 decodes the client's first SASL message without bounds
+        // checks (a short one panics the connection task); check its shape
+        // first so the client gets a protocol-violation error instead.
+        if let PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Raw(ref body)) = message
+            && client.session_extensions().get::<SaslStarted>().is_none()
+        {
+            if !is_sasl_initial_response(body) {
+                self.failures.record(peer.ip());
+                tracing::warn!(%peer, user, "failed login: malformed SASL initial response");
+                return Err(fatal_error(
+                    "08P01",
+                    "expected a SASL initial response selecting SCRAM-SHA-256",
+                ));
+            }
+            client.session_extensions().insert(SaslStarted);
+        }
         match self.sasl.on_startup(client, message).await {
             Ok(()) => {
                 if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
@@ -250,5 +287,20 @@ impl StartupHandler for Authenticator {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sasl_initial_response;
+
+    #[test]
+    fn sasl_initial_responses_are_checked_before_decoding() {
+        assert!(is_sasl_initial_response(b"SCRAM-SHA-256\0\0\0\0\x03abc"));
+        assert!(is_sasl_initial_response(b"MD5\0\xff\xff\xff\xff"));
+        assert!(!is_sasl_initial_response(b"secret\0"));
+        assert!(!is_sasl_initial_response(b"secret"));
+        assert!(!is_sasl_initial_response(b"X\0\0\0\0\x09abc"));
+        assert!(!is_sasl_initial_response(b"X\0\xff\xff\xff\xfe"));
     }
 }
