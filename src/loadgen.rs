@@ -48,6 +48,12 @@ pub struct LoadgenOptions {
     /// Draw a progress bar.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub progress: bool,
+    /// Events per request: 1 posts each to `/api/event` as a browser does;
+    /// more sends them together to the batch endpoint `/api/events`, each
+    /// with its visitor's address and user agent, as a server forwarding
+    /// traffic does.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 impl LoadgenOptions {
@@ -61,6 +67,7 @@ impl LoadgenOptions {
             seed: 1,
             backfill_hours: 0,
             progress: false,
+            batch: 1,
         }
     }
 }
@@ -299,11 +306,66 @@ impl TrafficModel {
     }
 }
 
+/// Post one event as a browser: counts of [accepted, 4xx, other].
+async fn send_one(client: &reqwest::Client, base: &str, ev: GeneratedEvent) -> [u64; 3] {
+    let res = client
+        .post(format!("{base}/api/event"))
+        .header("content-type", "text/plain")
+        .header("user-agent", ev.user_agent)
+        .header("x-forwarded-for", ev.ip)
+        .body(ev.body)
+        .send()
+        .await;
+    match res.map(|r| r.status()) {
+        Ok(s) if s.is_success() => [1, 0, 0],
+        Ok(s) if s.is_client_error() => [0, 1, 0],
+        _ => [0, 0, 1],
+    }
+}
+
+/// Post events to the batch endpoint: counts of [accepted, 4xx, other]
+/// from its per-event results.
+async fn send_batch(client: &reqwest::Client, base: &str, events: Vec<GeneratedEvent>) -> [u64; 3] {
+    let n = events.len() as u64;
+    let items: Vec<serde_json::Value> = events
+        .into_iter()
+        .filter_map(|ev| {
+            let mut v: serde_json::Value = serde_json::from_str(&ev.body).ok()?;
+            v["ip"] = serde_json::json!(ev.ip);
+            v["user_agent"] = serde_json::json!(ev.user_agent);
+            Some(v)
+        })
+        .collect();
+    let res = client
+        .post(format!("{base}/api/events"))
+        .json(&serde_json::json!({ "events": items }))
+        .send()
+        .await;
+    let answer: Option<serde_json::Value> = match res {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    let Some(results) = answer.as_ref().and_then(|a| a["results"].as_array()) else {
+        return [0, 0, n];
+    };
+    let mut counts = [0u64; 3];
+    for r in results {
+        match r["status"].as_u64() {
+            Some(202) => counts[0] += 1,
+            Some(s) if (400..500).contains(&s) => counts[1] += 1,
+            _ => counts[2] += 1,
+        }
+    }
+    counts[2] += n.saturating_sub(results.len() as u64);
+    counts
+}
+
 /// Send traffic until `total` is reached or `shutdown` is cancelled.
 pub async fn run(opts: &LoadgenOptions, shutdown: CancellationToken) -> Result<LoadgenReport> {
     anyhow::ensure!(opts.rate > 0.0, "--rate must be positive");
     let mut model = TrafficModel::new(opts.sites, opts.seed, opts.backfill_hours)?;
-    let endpoint = format!("{}/api/event", opts.url.trim_end_matches('/'));
+    let base = opts.url.trim_end_matches('/').to_owned();
+    let batch = opts.batch.max(1);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.concurrency)
         .timeout(Duration::from_secs(10))
@@ -329,26 +391,32 @@ pub async fn run(opts: &LoadgenOptions, shutdown: CancellationToken) -> Result<L
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut workers = Vec::new();
     for _ in 0..opts.concurrency.max(1) {
-        let (client, endpoint, rx, bar) = (client.clone(), endpoint.clone(), rx.clone(), bar.clone());
+        let (client, base, rx, bar) = (client.clone(), base.clone(), rx.clone(), bar.clone());
         let (accepted, rejected, failed) = (accepted.clone(), rejected.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
             loop {
-                let next = rx.lock().await.recv().await;
-                let Some(ev) = next else { break };
-                let res = client
-                    .post(&endpoint)
-                    .header("content-type", "text/plain")
-                    .header("user-agent", ev.user_agent)
-                    .header("x-forwarded-for", ev.ip)
-                    .body(ev.body)
-                    .send()
-                    .await;
-                match res.map(|r| r.status()) {
-                    Ok(s) if s.is_success() => accepted.fetch_add(1, Ordering::Relaxed),
-                    Ok(s) if s.is_client_error() => rejected.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                let mut events = Vec::with_capacity(batch);
+                {
+                    let mut rx = rx.lock().await;
+                    let Some(first) = rx.recv().await else { break };
+                    events.push(first);
+                    while events.len() < batch {
+                        match rx.try_recv() {
+                            Ok(ev) => events.push(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let n = events.len() as u64;
+                let [ok, client_err, other] = if batch == 1 {
+                    send_one(&client, &base, events.remove(0)).await
+                } else {
+                    send_batch(&client, &base, events).await
                 };
-                bar.inc(1);
+                accepted.fetch_add(ok, Ordering::Relaxed);
+                rejected.fetch_add(client_err, Ordering::Relaxed);
+                failed.fetch_add(other, Ordering::Relaxed);
+                bar.inc(n);
             }
         }));
     }

@@ -356,6 +356,28 @@ async fn loadgen_traffic_is_counted_exactly() {
     assert_eq!(pv_hour, pv_pages, "page views agree between reports and grains");
     assert!(pv_hour > 400 && pv_hour < 600, "mostly page views: {pv_hour}");
     assert!(row.get::<_, i64>(3) >= 3, "traffic spread over sites");
+
+    // The same model through the batch endpoint (as a forwarding server).
+    let mut opts = tally::loadgen::LoadgenOptions::new(stack.ingest_url.clone());
+    (
+        opts.total,
+        opts.rate,
+        opts.sites,
+        opts.backfill_hours,
+        opts.seed,
+        opts.batch,
+    ) = (300, 5_000.0, 5, 3, 43, 50);
+    let batched = tally::loadgen::run(&opts, schema::ops::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((batched.sent, batched.accepted), (300, 300), "{batched:?}");
+    stack.wait_caught_up(Duration::from_secs(30)).await;
+    let events: i64 = pg
+        .query_one("select sum(events) from traffic_day", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 900);
     drop(pg);
     stack.stop().await;
 }

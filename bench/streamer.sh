@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Streamer benchmarks, in one run on this machine:
+#
+# 1. Drain: loadgen fills the shard streams with N events of its mix (24 h of
+#    back-dated traffic over S sites, through ingest's batch endpoint) while
+#    no streamer runs; then the streamer(s) start and the time until every
+#    entry is applied and acknowledged gives events/s end to end into the
+#    key-map. Redis CPU time per event is read from INFO before and after.
+#    `tally verify` then checks the key-map against the streams.
+# 2. Beside it, redis-benchmark XADDs a record of the same shape with
+#    pipelining 64, the reference the issue names.
+# 3. Key-map memory: used_memory after the drain minus before (the streams
+#    are already in), per million events and per site-day.
+# 4. Freshness: with ingest, the streamer and the gateway running and
+#    loadgen sending a steady RATE events/s, bench/freshness.py posts probe
+#    page views and measures from ingest's 202 until the gateway's
+#    pages_minute shows them (the gateway's 1-second result cache is off for
+#    this, so the figure is the pipeline's own).
+#
+# usage: bench/streamer.sh [events=500000] [sites=10] [streamers=1] [rate=20000] [probes=200] [backfill_hours=24]
+#
+# backfill_hours=24 spreads the prefill's event times over a day in random
+# order (loadgen's sessions start at random times), the hardest case: few
+# events of a batch share a bucket. 0 stamps them as they are sent, as a
+# stream that filled up while the streamer was down looks.
+# needs: redis-server, redis-benchmark, python3 with psycopg2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${1:-500000}"; SITES="${2:-10}"; STREAMERS="${3:-1}"; RATE="${4:-20000}"; PROBES="${5:-200}"; BACKFILL="${6:-24}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tally-target}"
+for b in redis-server redis-cli redis-benchmark python3; do command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }; done
+python3 -c 'import psycopg2' || { echo "missing psycopg2 (pip install -r tests/clients/requirements.txt)" >&2; exit 1; }
+cargo build --release --quiet --bin tally
+TALLY="$CARGO_TARGET_DIR/release/tally"
+WORK="$(mktemp -d)"
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port); IPORT=$(free_port); GPORT=$(free_port); HPORT=$(free_port)
+
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize yes --logfile "$WORK/redis.log"
+until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
+export REDIS_URL="redis://127.0.0.1:$RPORT" TALLY_LOG=warn
+R() { redis-cli -p "$RPORT" "$@"; }
+info() { R info "$1" | tr -d '\r' | sed -n "s/^$2:\(.*\)/\1/p"; }
+cpu() { python3 -c "print($(info cpu used_cpu_user) + $(info cpu used_cpu_sys))"; }
+now() { python3 -c 'import time; print(time.monotonic())'; }
+stored() { local t=0 n; for s in $(seq 0 15); do n=$(R xlen "tally:{s$(printf %02d "$s")}:events"); t=$((t + n)); done; echo "$t"; }
+# Applied and acknowledged everywhere: lag 0 and nothing pending on all 16 shards.
+drained() {
+  for s in $(seq 0 15); do
+    local g; g=$(R xinfo groups "tally:{s$(printf %02d "$s")}:events" 2>/dev/null | tr -d '\r' | paste -sd' ')
+    [[ "$g" == *"tally:agg:v1"* ]] || return 1
+    [[ "$g" =~ pending\ 0\ .*lag\ 0$ ]] || return 1
+  done
+}
+
+"$TALLY" ingest --ingest-addr "127.0.0.1:$IPORT" --open-collection --trust-forwarded-for \
+  --max-batch-events 500 --max-event-age-hours 48 --queue 65536 &
+until curl -s -o /dev/null "http://127.0.0.1:$IPORT/t.js"; do sleep 0.05; done
+
+echo "== prefill: $EVENTS loadgen events over $SITES sites (back-dated over $BACKFILL h), no streamer running"
+"$TALLY" loadgen --url "http://127.0.0.1:$IPORT" --total "$EVENTS" --rate 10000000 --sites "$SITES" \
+  --backfill-hours "$BACKFILL" --batch 100 --concurrency 8 --progress false --seed 7
+ENTRIES=$(stored)
+echo "entries in the streams: $ENTRIES"
+MEM0=$(info memory used_memory); CPU0=$(cpu)
+R config resetstat >/dev/null
+
+echo "== drain with $STREAMERS streamer process(es)"
+T0=$(now)
+for i in $(seq 1 "$STREAMERS"); do "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" & done
+until drained; do sleep 0.05; done
+T1=$(now); CPU1=$(cpu); MEM1=$(info memory used_memory)
+python3 - "$ENTRIES" "$T0" "$T1" "$CPU0" "$CPU1" "$MEM0" "$MEM1" "$SITES" <<'PY'
+import sys
+n, t0, t1, c0, c1, m0, m1, sites = (float(x) for x in sys.argv[1:])
+secs = t1 - t0
+print(f"DRAIN events={n:.0f} seconds={secs:.2f} events_per_s={n / secs:,.0f} redis_cpu_us_per_event={(c1 - c0) / n * 1e6:.2f}")
+keymap = m1 - m0
+# 24 h of back-dated traffic: the events of each site fall on up to two UTC
+# days; a site-day here is one site's 24 hours.
+print(f"KEYMAP bytes={keymap:,.0f} per_million_events={keymap / n * 1e6 / 2**20:,.1f}MiB "
+      f"per_site_day={keymap / sites / 2**20:,.2f}MiB (at {n / sites:,.0f} events per site-day)")
+PY
+echo "Redis commands during the drain (calls, µs per call, share of time):"
+R info commandstats | tr -d '\r' | python3 -c '
+import re, sys
+rows = []
+for line in sys.stdin:
+    m = re.match(r"cmdstat_(\w+(?:\|\w+)?):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)", line)
+    if m: rows.append((int(m[3]), m[1], int(m[2]), float(m[4])))
+total = sum(r[0] for r in rows) or 1
+for usec, name, calls, per in sorted(rows, reverse=True)[:8]:
+    print(f"  {name:<14} {calls:>10} {per:>8.2f} µs {100 * usec / total:5.1f} %")
+'
+echo "== verify (recompute from the streams, diff against the key-map)"
+"$TALLY" verify | tail -1
+
+echo "== redis-benchmark XADD, pipeline 64, same record shape"
+redis-benchmark -p "$RPORT" -P 64 -c 16 -n 2000000 -q XADD bench:xadd '*' \
+  t 1795000000000 s shop.example n pageview u /products/item-3?utm_source=newsletter r https://www.google.com/ \
+  v -4011563371455215425 b Chrome o "Windows 10" d desktop c "" p "" '$' "" w "" i 4815162342 | tr '\r' '\n' | grep -E 'requests per second' | tail -1
+R del bench:xadd >/dev/null
+
+echo "== freshness at $RATE events/s"
+"$TALLY" gateway --gateway-addr "127.0.0.1:$GPORT" --gateway-http-addr "127.0.0.1:$HPORT" --result-cache-ms 0 &
+until python3 -c "import psycopg2; psycopg2.connect(host='127.0.0.1', port=$GPORT, user='tally', dbname='tally')" 2>/dev/null; do sleep 0.1; done
+SECS=$(( PROBES / 10 + 10 ))
+A0=$(stored); L0=$(now)
+"$TALLY" loadgen --url "http://127.0.0.1:$IPORT" --total $(( RATE * SECS )) --rate "$RATE" --sites "$SITES" \
+  --batch 50 --concurrency 8 --progress false --seed 11 > "$WORK/load.txt" &
+LOAD=$!
+sleep 3
+python3 bench/freshness.py "http://127.0.0.1:$IPORT" "$GPORT" probe.example "$PROBES" 0.05 | sed 's/^/FRESHNESS /'
+wait "$LOAD"
+L1=$(now); A1=$(stored)
+echo "LOAD $(cat "$WORK/load.txt"); achieved $(python3 -c "print(f'{($A1 - $A0) / ($L1 - $L0):,.0f}')") events/s into the streams"
