@@ -121,6 +121,11 @@ async fn replay_applies_a_changed_rule_to_history_and_switches() {
     assert_eq!(keys(&mut conn, "tally:rules:v1").await, Vec::<String>::new());
     assert!(!keys(&mut conn, "tally:v2:*").await.is_empty());
     assert_eq!(groups(&mut conn).await, vec!["tally:agg:v2".to_owned()]);
+    assert_eq!(
+        keys(&mut conn, "tally:replay").await,
+        Vec::<String>::new(),
+        "lock released"
+    );
     let rules: String = redis::cmd("GET")
         .arg("tally:rules:v2")
         .query_async(&mut conn)

@@ -144,11 +144,13 @@ pub async fn run_shard(
             Ok(None) => Vec::new(),
             Err(e) => {
                 if e.code() == Some("NOGROUP") {
-                    // The stream was deleted (recreate the group), or a
-                    // replay retired this version (stop: the streamer
-                    // moves to the active one).
-                    if !still_built(&mut conn, ks).await {
-                        tracing::info!(shard = %shard, group = %group, "keyspace retired; shard loop ends");
+                    // The stream was deleted: recreate the active version's
+                    // group. Any other version's group was removed on
+                    // purpose (retired by a replay, or an abandoned
+                    // replay's, whose keys already hold part of the stream):
+                    // stop, never rebuild it from the start.
+                    if !is_active(&mut conn, ks).await {
+                        tracing::info!(shard = %shard, group = %group, "consumer group removed; shard loop ends");
                         return;
                     }
                     let _ = ensure_group(&mut conn, ks, shard).await;
@@ -258,11 +260,10 @@ async fn process(
     }
 }
 
-/// Whether version `ks` is still wanted: the active one, or a newer one a
-/// replay is building (an older one was retired).
-async fn still_built(conn: &mut RedisConn, ks: Keyspace) -> bool {
+/// Whether `ks` is the active version (assumed so while Redis cannot say).
+async fn is_active(conn: &mut RedisConn, ks: Keyspace) -> bool {
     match schema::store::active_keyspace(conn).await {
-        Ok(active) => ks.version >= active.version,
+        Ok(active) => ks == active,
         Err(_) => true,
     }
 }

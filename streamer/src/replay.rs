@@ -60,6 +60,8 @@ pub enum ReplayError {
     Window(String),
     #[error("replay stopped before the switch; keyspace v{0} was removed")]
     Cancelled(u32),
+    #[error("replay lock lost before the switch; keyspace v{0} was removed, run the replay again")]
+    LockLost(u32),
     #[error(transparent)]
     Rules(#[from] RulesError),
     #[error(transparent)]
@@ -262,22 +264,48 @@ impl Lock {
             return Err(ReplayError::Busy(by.unwrap_or_default()));
         }
         let stop = CancellationToken::new();
-        let (mut c, s) = (conn.clone(), stop.clone());
+        let (mut c, s, holder) = (conn.clone(), stop.clone(), holder.to_owned());
         tokio::spawn(async move {
+            // Renew and finally release the lock only while it is ours.
+            let renew = redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+            );
             loop {
                 tokio::select! {
                     _ = s.cancelled() => break,
                     _ = tokio::time::sleep(LOCK_TTL / 4) => {}
                 }
-                let _: redis::RedisResult<i64> = redis::cmd("PEXPIRE")
-                    .arg(replay_lock_key())
+                let _: redis::RedisResult<i64> = renew
+                    .key(replay_lock_key())
+                    .arg(&holder)
                     .arg(LOCK_TTL.as_millis() as u64)
-                    .query_async(&mut c)
+                    .invoke_async(&mut c)
                     .await;
             }
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(replay_lock_key()).query_async(&mut c).await;
+            let _: redis::RedisResult<i64> = RELEASE.key(replay_lock_key()).arg(&holder).invoke_async(&mut c).await;
         });
         Ok(Lock { stop })
+    }
+}
+
+/// Delete the lock if it is still ours.
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+});
+
+impl Lock {
+    /// Release now (the renewer's own release may not run before the
+    /// process exits).
+    async fn release(self, conn: &mut RedisConn, holder: &str) -> redis::RedisResult<()> {
+        self.stop.cancel();
+        let _: i64 = RELEASE.key(replay_lock_key()).arg(holder).invoke_async(conn).await?;
+        Ok(())
+    }
+
+    /// Whether the lock still names `holder`.
+    async fn held(&self, conn: &mut RedisConn, holder: &str) -> redis::RedisResult<bool> {
+        let by: Option<String> = redis::cmd("GET").arg(replay_lock_key()).query_async(conn).await?;
+        Ok(by.as_deref() == Some(holder))
     }
 }
 
@@ -517,6 +545,16 @@ pub async fn replay(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         report_progress(applied_events(conn, new).await?);
+        if !lock.held(conn, &holder).await? {
+            // The lock expired (Redis unreachable for a minute): the
+            // streamers may already have removed this version's groups.
+            epoch.cancel();
+            for t in tasks {
+                let _ = t.await;
+            }
+            retire(conn, new).await?;
+            return Err(ReplayError::LockLost(new.version));
+        }
         if caught_up(conn, new, batch).await? {
             break;
         }
@@ -527,7 +565,7 @@ pub async fn replay(
             let _ = t.await;
         }
         retire(conn, new).await?;
-        drop(lock);
+        lock.release(conn, &holder).await?;
         return Err(ReplayError::Cancelled(new.version));
     }
     let carried = match floor {
@@ -567,7 +605,7 @@ pub async fn replay(
             .await;
     }
     let removed = retire(conn, old).await?;
-    drop(lock);
+    lock.release(conn, &holder).await?;
     Ok(ReplayReport {
         old,
         new,
