@@ -8,6 +8,12 @@ use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use tally::{loadgen, up};
 use tokio::net::TcpListener;
 
+/// mimalloc instead of glibc's allocator: a profile of ingest under load
+/// spent about a fifth of its time in glibc malloc and free (including
+/// `malloc_consolidate`); see BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tally",
