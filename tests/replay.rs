@@ -170,6 +170,11 @@ async fn replay_applies_a_changed_rule_to_history_and_switches() {
         text(&recent.stderr)
     );
     assert_eq!(active_version(&mut conn).await, 3, "a refused replay changes nothing");
+    assert_eq!(
+        keys(&mut conn, "tally:replay").await,
+        Vec::<String>::new(),
+        "nor keeps the lock"
+    );
     stack.stop().await;
 }
 

@@ -488,8 +488,29 @@ pub async fn replay(
     shutdown: CancellationToken,
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
+    // Refuse bad rules before anything is locked or written.
+    Rules::new(RuleSpec {
+        exclude_paths: opts.exclude_paths.clone().unwrap_or_default(),
+        floor_ms: None,
+    })?;
     let holder = format!("replay-{}", crate::default_consumer_name());
     let lock = Lock::take(conn, &holder).await?;
+    // Whatever happens, the lock is released before returning (a dropped
+    // lock's own release might not run before the process exits).
+    let result = replay_locked(conn, opts, &on_progress, shutdown, &lock, &holder, started).await;
+    lock.release(conn, &holder).await?;
+    result
+}
+
+async fn replay_locked(
+    conn: &mut RedisConn,
+    opts: ReplayOptions,
+    on_progress: &impl Fn(ReplayProgress),
+    shutdown: CancellationToken,
+    lock: &Lock,
+    holder: &str,
+    started: Instant,
+) -> Result<ReplayReport, ReplayError> {
     let old = active_keyspace(conn).await?;
     let old_rules = Rules::load(conn, old).await?;
     let spans = stream_spans(conn).await?;
@@ -525,7 +546,7 @@ pub async fn replay(
     tracing::info!(old = old.version, new = new.version, start = %start, rules = ?rules.spec(), "replay started");
     let total: u64 = spans.iter().map(|s| s.length).sum();
     let mut copts = opts.consumer.clone();
-    copts.consumer = holder.clone();
+    copts.consumer = holder.to_owned();
     copts.rules = Arc::new(rules.clone());
     let batch = copts.batch;
     let epoch = shutdown.child_token();
@@ -545,7 +566,7 @@ pub async fn replay(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         report_progress(applied_events(conn, new).await?);
-        if !lock.held(conn, &holder).await? {
+        if !lock.held(conn, holder).await? {
             // The lock expired (Redis unreachable for a minute): the
             // streamers may already have removed this version's groups.
             epoch.cancel();
@@ -565,7 +586,6 @@ pub async fn replay(
             let _ = t.await;
         }
         retire(conn, new).await?;
-        lock.release(conn, &holder).await?;
         return Err(ReplayError::Cancelled(new.version));
     }
     let carried = match floor {
@@ -600,12 +620,11 @@ pub async fn replay(
             .arg("DELCONSUMER")
             .arg(shard.stream_key())
             .arg(new.group())
-            .arg(&holder)
+            .arg(holder)
             .query_async(conn)
             .await;
     }
     let removed = retire(conn, old).await?;
-    lock.release(conn, &holder).await?;
     Ok(ReplayReport {
         old,
         new,
