@@ -35,6 +35,8 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// Header carrying the client's country (set by a trusted CDN).
     pub country_header: Option<axum::http::HeaderName>,
+    /// Country database, consulted when no header gave the country.
+    pub geoip: Option<crate::geoip::GeoIp>,
     pub user_agents: UserAgentParser,
     pub registry: SiteRegistry,
     pub visitors: VisitorHasher,
@@ -169,22 +171,28 @@ struct Sender {
 
 impl Sender {
     fn of_request(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Sender {
+        let ip = client_ip(state, headers, peer);
+        let header_country = state
+            .country_header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(country_from_header);
         Sender {
-            ip: client_ip(state, headers, peer),
+            country: header_country.unwrap_or_else(|| geo_country(state, &ip)),
+            ip,
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned(),
-            country: state
-                .country_header
-                .as_ref()
-                .and_then(|h| headers.get(h))
-                .and_then(|v| v.to_str().ok())
-                .and_then(country_from_header)
-                .unwrap_or_default(),
         }
     }
+}
+
+/// The country of `ip` from the GeoIP database, empty when unknown.
+fn geo_country(state: &AppState, ip: &str) -> String {
+    state.geoip.as_ref().and_then(|g| g.country(ip)).unwrap_or_default()
 }
 
 /// What became of an event that was not refused.
@@ -324,10 +332,19 @@ async fn post_batch(
         let request = &request;
         async move {
             let one: BatchEvent = serde_json::from_value(value).map_err(|e| Rejection::Json(e.to_string()))?;
-            let sender = Sender {
-                ip: one.ip.unwrap_or_else(|| request.ip.clone()),
-                user_agent: one.user_agent.unwrap_or_else(|| request.user_agent.clone()),
-                country: request.country.clone(),
+            // A forwarded visitor's own address decides their country; the
+            // request's header describes the forwarding server.
+            let sender = match one.ip {
+                Some(ip) => Sender {
+                    country: geo_country(state, &ip),
+                    ip,
+                    user_agent: one.user_agent.unwrap_or_else(|| request.user_agent.clone()),
+                },
+                None => Sender {
+                    ip: request.ip.clone(),
+                    user_agent: one.user_agent.unwrap_or_else(|| request.user_agent.clone()),
+                    country: request.country.clone(),
+                },
             };
             ingest(state, one.event, &sender, now).await
         }

@@ -6,6 +6,7 @@
 //!
 //! - [`payload`]: decoding and validation rules (pure, unit-tested).
 //! - [`enrich`]: browser, OS, device and bots from the user agent; country.
+//! - [`geoip`]: country from a MaxMind-format database, when configured.
 //! - [`visitor`]: the daily-salted visitor id.
 //! - [`registry`]: the cached site allow-list.
 //! - [`writer`]: group commit of events into pipelined `XADD`s.
@@ -13,6 +14,7 @@
 //! - [`serve`]: the accept loop and its connection limits and timeouts.
 
 pub mod enrich;
+pub mod geoip;
 pub mod http;
 pub mod payload;
 pub mod ratelimit;
@@ -54,6 +56,11 @@ pub struct IngestConfig {
     /// overwrites the header.
     #[arg(long, env = "TALLY_COUNTRY_HEADER")]
     pub country_header: Option<String>,
+    /// MaxMind-format database (GeoLite2/GeoIP2 Country or City `.mmdb`)
+    /// giving the country of the client address when no country header
+    /// does.
+    #[arg(long, env = "TALLY_GEOIP_DB")]
+    pub geoip_db: Option<std::path::PathBuf>,
     /// Accept events for sites not in the registry (and register them).
     #[arg(long, env = "TALLY_OPEN_COLLECTION")]
     pub open_collection: bool,
@@ -99,6 +106,7 @@ impl IngestConfig {
             max_body_bytes: 65_536,
             trust_forwarded_for: false,
             country_header: None,
+            geoip_db: None,
             open_collection: false,
             queue: 16_384,
             site_rate_limit: 0.0,
@@ -144,6 +152,14 @@ pub async fn run(
         ),
         None => spam::SpamList::default(),
     };
+    let geoip = match &cfg.geoip_db {
+        Some(path) => {
+            let db = geoip::GeoIp::open(path).map_err(|e| IngestError::Config(e.to_string()))?;
+            tracing::info!(path = %path.display(), database = db.database_type(), "GeoIP database loaded");
+            Some(db)
+        }
+        None => None,
+    };
     if cfg.max_batch_events == 0 {
         return Err(IngestError::Config("--max-batch-events must be at least 1".into()));
     }
@@ -163,6 +179,7 @@ pub async fn run(
         body_timeout: Duration::from_secs(cfg.ingest_body_timeout_secs.max(1)),
         trust_forwarded_for: cfg.trust_forwarded_for,
         country_header,
+        geoip,
         user_agents: enrich::UserAgentParser::default(),
         registry: registry::SiteRegistry::new(conn.clone(), cfg.open_collection),
         visitors: visitor::VisitorHasher::new(conn.clone()),

@@ -6,8 +6,6 @@ mod common;
 
 use common::{start, stream_length};
 use harness::RedisServer;
-use redis::streams::StreamRangeReply;
-use schema::{Event, Shard};
 use serde_json::{Value, json};
 
 const SITE: &str = "api.test";
@@ -86,18 +84,7 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
     );
 
     assert_eq!(stream_length(&mut conn).await, 3);
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(Shard::of_site(SITE).stream_key())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let events: Vec<Event> = reply
-        .ids
-        .iter()
-        .map(|e| Event::from_stream_entry(&e.map).unwrap())
-        .collect();
+    let events = common::stream_events(&mut conn, SITE).await;
     let server = events.iter().find(|e| e.path() == "/server").unwrap();
     assert_eq!(
         (server.os.as_str(), server.device.as_str()),

@@ -6,13 +6,13 @@
 //! packages; this test fails, with the install command, when they are
 //! missing.
 
+mod common;
+
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use harness::RedisServer;
-use redis::streams::StreamRangeReply;
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
-use schema::{Event, Shard};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,21 +49,6 @@ tally('queued_before_load', {{props: {{early: 'yes'}}}});</script>
 <a id="out" href="{other_origin}/elsewhere" target="_blank">elsewhere</a>
 </body></html>"#
     )
-}
-
-async fn stream_events(conn: &mut RedisConn) -> Vec<Event> {
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(Shard::of_site(SITE).stream_key())
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
-        .await
-        .unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|e| Event::from_stream_entry(&e.map).unwrap())
-        .collect()
 }
 
 #[test]
@@ -137,7 +122,7 @@ async fn tracker_sends_the_exact_events_from_chromium() {
     // sent when the page was left.
     let deadline = Instant::now() + Duration::from_secs(15);
     let events = loop {
-        let events = stream_events(&mut c).await;
+        let events = common::stream_events(&mut c, SITE).await;
         let custom = events.iter().filter(|e| e.name != "engagement").count();
         let leaving = events
             .iter()

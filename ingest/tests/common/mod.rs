@@ -1,6 +1,8 @@
 //! Shared setup of the ingest tests: a private Redis (through the harness),
 //! registered sites, and ingest on an ephemeral port.
 
+#![allow(dead_code)] // each test binary uses a part
+
 use harness::RedisServer;
 use schema::Shard;
 use schema::ops::CancellationToken;
@@ -43,7 +45,6 @@ pub async fn start(redis: &RedisServer, sites: &[&str], configure: impl FnOnce(&
 }
 
 /// Entries in all shard streams.
-#[allow(dead_code)] // not every test binary counts entries
 pub async fn stream_length(conn: &mut RedisConn) -> u64 {
     let mut total = 0;
     for s in Shard::all() {
@@ -51,4 +52,20 @@ pub async fn stream_length(conn: &mut RedisConn) -> u64 {
         total += n;
     }
     total
+}
+
+/// The decoded events in `site`'s shard stream, oldest first.
+pub async fn stream_events(conn: &mut RedisConn, site: &str) -> Vec<schema::Event> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(Shard::of_site(site).stream_key())
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| schema::Event::from_stream_entry(&e.map).unwrap())
+        .collect()
 }
