@@ -73,6 +73,10 @@ pub struct RawEvent {
     /// Plausible's older trackers send the screen width there.)
     #[serde(alias = "ret")]
     pub returning: Option<serde_json::Value>,
+    /// Plausible's `interactive`: `false` marks a custom event that does not
+    /// make its visit a non-bounce.
+    #[serde(alias = "i")]
+    pub interactive: Option<bool>,
     /// Engagement pings: milliseconds the page was visible.
     #[serde(alias = "e")]
     pub engaged_ms: Option<u64>,
@@ -213,6 +217,7 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Re
         props,
         revenue,
         returning,
+        interactive: raw.interactive.unwrap_or(true),
         session_id: 0,
     })
 }
@@ -328,6 +333,22 @@ mod tests {
             (e.path(), e.ts_ms, e.category()),
             ("/", NOW - 1000, Category::Ecommerce)
         );
+    }
+
+    #[test]
+    fn reads_plausibles_interactive_flag() {
+        let e = check(r#"{"n":"autoplay","u":"https://a.io/v","i":false}"#).unwrap();
+        assert!(!e.interactive);
+        let e = check(r#"{"name":"autoplay","url":"https://a.io/v","interactive":true}"#).unwrap();
+        assert!(e.interactive);
+        assert!(
+            check(r#"{"n":"signup","u":"https://a.io/"}"#).unwrap().interactive,
+            "default"
+        );
+        assert!(matches!(
+            check(r#"{"n":"x","u":"https://a.io/","i":"no"}"#),
+            Err(Rejection::Json(_))
+        ));
     }
 
     #[test]

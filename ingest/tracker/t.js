@@ -100,6 +100,7 @@
     var body = { n: name, u: options.u || url(), d: site, r: d.referrer || null, ret: returning() };
     if (options.props) body.p = options.props;
     if (options.revenue) body.$ = options.revenue;
+    if (options.interactive === false) body.i = false;
     send(body);
   }
 

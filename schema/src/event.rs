@@ -140,6 +140,11 @@ pub struct Event {
     /// Whether the browser had visited the site before (the tracker's
     /// first-seen marker); `None` when the sender did not say.
     pub returning: Option<bool>,
+    /// Whether a custom event is an interaction, which makes its visit not a
+    /// bounce. Plausible's `interactive: false` (`i: false`) marks one that
+    /// is not (an automatic or background event). Page views and engagement
+    /// pings ignore it.
+    pub interactive: bool,
     /// Session id assigned by ingest (30 minutes of inactivity end a
     /// session); 0 for none.
     pub session_id: u64,
@@ -168,6 +173,7 @@ mod field {
     pub const PROPS: &str = "p";
     pub const REVENUE: &str = "$";
     pub const RETURNING: &str = "w";
+    pub const INTERACTIVE: &str = "x";
     pub const SESSION: &str = "i";
 }
 
@@ -177,7 +183,7 @@ mod field {
 pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
 
 /// Number of fields of a stream record.
-pub const RECORD_FIELDS: usize = 14;
+pub const RECORD_FIELDS: usize = 15;
 
 /// Split a URL into the part after `https://<site>`, if it has that prefix.
 fn relative_to_site<'a>(url: &'a str, site: &str) -> Option<&'a str> {
@@ -265,6 +271,7 @@ impl Event {
                 }
                 .to_owned(),
             ),
+            (field::INTERACTIVE, if self.interactive { "" } else { "0" }.to_owned()),
             (field::SESSION, (self.session_id as i64).to_string()),
         ]
     }
@@ -290,7 +297,8 @@ impl Event {
                 b"p" => 10,
                 b"$" => 11,
                 b"w" => 12,
-                b"i" => 13,
+                b"x" => 13,
+                b"i" => 14,
                 _ => continue,
             };
             f[slot] = Some(std::str::from_utf8(v).map_err(|_| DecodeError::Invalid("utf-8"))?);
@@ -338,7 +346,13 @@ impl Event {
             "0" => Some(false),
             _ => return Err(DecodeError::Invalid(field::RETURNING)),
         };
-        let session_id = match f[13].unwrap_or("") {
+        // Absent in records written before the flag existed: interactive.
+        let interactive = match f[13].unwrap_or("") {
+            "" => true,
+            "0" => false,
+            _ => return Err(DecodeError::Invalid(field::INTERACTIVE)),
+        };
+        let session_id = match f[14].unwrap_or("") {
             "" => 0,
             text => text.parse::<i64>().map_err(|_| DecodeError::Invalid(field::SESSION))? as u64,
         };
@@ -356,6 +370,7 @@ impl Event {
             props,
             revenue,
             returning,
+            interactive,
             session_id,
         })
     }
@@ -385,6 +400,7 @@ impl Event {
             props: Vec::new(),
             revenue: None,
             returning: None,
+            interactive: true,
             session_id: 0,
         }
     }
@@ -412,6 +428,7 @@ mod tests {
                 currency: "EUR".into(),
             }),
             returning: Some(true),
+            interactive: false,
             session_id: 0x7eed_0000_0000_0042,
         }
     }
@@ -463,5 +480,24 @@ mod tests {
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Missing("s")));
         let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"p", b"[1]")];
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("p")));
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"x", b"no")];
+        assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("x")));
+    }
+
+    #[test]
+    fn records_without_the_interactive_flag_are_interactive() {
+        // Written before the flag existed.
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b"t", b"1"),
+            (b"s", b"a"),
+            (b"n", b"signup"),
+            (b"v", b"1"),
+            (b"i", b"9"),
+        ];
+        let e = Event::from_fields(pairs).unwrap();
+        assert!(e.interactive);
+        assert_eq!(e.session_id, 9);
+        assert_eq!(sample().to_fields()[13], ("x", "0".to_owned()));
+        assert_eq!(Event::pageview(0, "a", "/", 1).to_fields()[13], ("x", String::new()));
     }
 }

@@ -107,7 +107,7 @@ impl SessionFacts {
             start: Pick::new(e.ts_ms, source_tuple(e)),
             end_ms: e.ts_ms,
             pageviews: i64::from(pageview),
-            interactive: i64::from(!pageview),
+            interactive: i64::from(!pageview && e.interactive),
             entry: page.clone(),
             exit: page,
             device: device_tuple(e),
@@ -255,6 +255,19 @@ mod tests {
         let s2 = &forward[&("a.io".to_owned(), 2)];
         assert!(s2.is_bounce(), "engagement pings do not end a bounce");
         assert_eq!(s2.duration_secs(), 0);
+    }
+
+    #[test]
+    fn non_interactive_events_do_not_end_a_bounce() {
+        let mut autoplay = ev(20, "video_autoplay", "/watch", 4);
+        autoplay.interactive = false;
+        let s = &sessions([&ev(0, "pageview", "/watch", 4), &autoplay])[&("a.io".to_owned(), 4)];
+        assert_eq!((s.pageviews, s.interactive), (1, 0));
+        assert!(s.is_bounce());
+        assert_eq!(s.duration_secs(), 20, "it still extends the visit");
+        let play = ev(30, "video_play", "/watch", 4);
+        let s = &sessions([&ev(0, "pageview", "/watch", 4), &autoplay, &play])[&("a.io".to_owned(), 4)];
+        assert!(!s.is_bounce());
     }
 
     #[test]
