@@ -197,6 +197,26 @@ impl Keyspace {
     pub fn rules_key(self) -> String {
         format!("{PREFIX}:rules:v{}", self.version)
     }
+
+    /// The version a rules key belongs to (`tally:rules:v3` -> 3).
+    pub fn of_rules_key(key: &str) -> Option<Keyspace> {
+        key.strip_prefix(PREFIX)?
+            .strip_prefix(":rules:v")?
+            .parse()
+            .ok()
+            .map(Keyspace::new)
+    }
+}
+
+/// `SCAN` pattern of every version's rules key.
+pub fn rules_pattern() -> String {
+    format!("{PREFIX}:rules:v*")
+}
+
+/// A stream entry id `<ms>-<seq>` as numbers (they order as the stream does).
+pub fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Bucket start (ms) of a report key
@@ -295,6 +315,13 @@ mod tests {
         );
         assert_eq!(v2.rename("tally:v1:{s01}:span:a.io", v1), None);
         assert_eq!(Keyspace::of_group(&v2.group()), Some(v2));
+        assert_eq!(Keyspace::of_rules_key(&v2.rules_key()), Some(v2));
+        assert_eq!(Keyspace::of_rules_key(&v2.group()), None);
+        assert_eq!(parse_stream_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(parse_stream_id("17"), None);
+        let mut ids = vec!["10-0", "9-5", "9-10", "100-0"];
+        ids.sort_by_key(|s| parse_stream_id(s));
+        assert_eq!(ids, vec!["9-5", "9-10", "10-0", "100-0"], "stream ids sort numerically");
         assert_eq!(Keyspace::of_group("other"), None);
     }
 

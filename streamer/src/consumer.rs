@@ -14,6 +14,7 @@ use crate::apply::{ApplyOutcome, apply_batch};
 use crate::rules::Rules;
 use redis::Value;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use schema::keys::parse_stream_id;
 use schema::ops::CancellationToken;
 use schema::store::RedisConn;
 use schema::{Event, Keyspace, Shard};
@@ -214,7 +215,7 @@ async fn process(
     mut entries: Vec<Entry>,
     shutdown: &CancellationToken,
 ) {
-    entries.sort_by_key(|e| stream_id_key(&e.id));
+    entries.sort_by_key(|e| parse_stream_id(&e.id).unwrap_or_default());
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
     loop {
         if entries.is_empty() {
@@ -268,14 +269,6 @@ async fn is_active(conn: &mut RedisConn, ks: Keyspace) -> bool {
     }
 }
 
-/// Sort key of a stream id `<ms>-<seq>`.
-fn stream_id_key(id: &str) -> (u64, u64) {
-    let mut it = id.splitn(2, '-');
-    let ms = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let seq = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (ms, seq)
-}
-
 /// Exponential back-off that gives up early on shutdown.
 struct Backoff {
     min: Duration,
@@ -300,17 +293,5 @@ impl Backoff {
             _ = shutdown.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stream_id_key;
-
-    #[test]
-    fn stream_ids_sort_numerically() {
-        let mut ids = vec!["10-0", "9-5", "9-10", "100-0"];
-        ids.sort_by_key(|s| stream_id_key(s));
-        assert_eq!(ids, vec!["9-5", "9-10", "10-0", "100-0"]);
     }
 }

@@ -34,7 +34,9 @@ use crate::consumer::{ConsumerOptions, run_shard};
 use crate::rules::{RuleSpec, Rules, RulesError};
 use crate::xinfo::InfoRecord;
 use redis::Value;
-use schema::keys::{bucket_of_key, is_span_key, keyspace_key, keyspace_seq_key, replay_lock_key};
+use schema::keys::{
+    bucket_of_key, is_span_key, keyspace_key, keyspace_seq_key, parse_stream_id, replay_lock_key, rules_pattern,
+};
 use schema::ops::CancellationToken;
 use schema::store::{RedisConn, StoreError, active_keyspace, scan_keys};
 use schema::{Grain, Keyspace, Shard};
@@ -171,7 +173,8 @@ async fn stream_spans(conn: &mut RedisConn) -> redis::RedisResult<Vec<StreamSpan
             .get::<Vec<Value>>("first-entry")
             .and_then(|e| e.into_iter().next())
             .and_then(|id| redis::from_redis_value::<String>(id).ok())
-            .and_then(|id| id.split('-').next().and_then(|ms| ms.parse().ok()));
+            .and_then(|id| parse_stream_id(&id))
+            .map(|(ms, _)| ms);
         out.push(StreamSpan {
             trimmed: added > length,
             first_ms,
@@ -343,7 +346,7 @@ async fn behind(conn: &mut RedisConn, ks: Keyspace) -> redis::RedisResult<Vec<(u
             .get::<String>("last-generated-id")
             .unwrap_or_default();
         let groups: Vec<Value> = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(conn).await?;
-        let ms = |id: &str| id.split('-').next().and_then(|m| m.parse::<u64>().ok()).unwrap_or(0);
+        let ms = |id: &str| parse_stream_id(id).map_or(0, |(ms, _)| ms);
         for g in groups.into_iter().map(InfoRecord::new) {
             if g.get::<String>("name").as_deref() == Some(group.as_str()) {
                 let delivered = g.get::<String>("last-delivered-id").unwrap_or_default();
@@ -470,11 +473,10 @@ pub async fn remove_stale_groups(
 
 /// Versions a replay started but never switched to (their rules remain).
 async fn abandoned(conn: &mut RedisConn, active: Keyspace) -> Result<Vec<Keyspace>, ReplayError> {
-    let keys = scan_keys(conn, "tally:rules:v*").await?;
+    let keys = scan_keys(conn, &rules_pattern()).await?;
     Ok(keys
         .iter()
-        .filter_map(|k| k.strip_prefix("tally:rules:v")?.parse().ok())
-        .map(Keyspace::new)
+        .filter_map(|k| Keyspace::of_rules_key(k))
         .filter(|ks| ks.version != active.version)
         .collect())
 }

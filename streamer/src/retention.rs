@@ -13,17 +13,12 @@
 use crate::xinfo::InfoRecord;
 use redis::Value;
 use schema::Shard;
+use schema::keys::parse_stream_id;
 use schema::store::RedisConn;
 use std::time::Duration;
 
 /// Consumers idle this long with nothing pending are removed.
 pub const STALE_CONSUMER: Duration = Duration::from_secs(3600);
-
-/// Parse `<ms>-<seq>`.
-fn id_ms(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
 
 /// The oldest entry some group still needs: its oldest pending entry, or the
 /// entry after its last delivered one. `None` when no group exists.
@@ -35,14 +30,18 @@ async fn oldest_needed(conn: &mut RedisConn, stream: &str) -> redis::RedisResult
         let Some(name) = g.get::<String>("name") else {
             continue;
         };
-        if let Some((ms, seq)) = g.get::<String>("last-delivered-id").as_deref().and_then(id_ms) {
+        if let Some((ms, seq)) = g
+            .get::<String>("last-delivered-id")
+            .as_deref()
+            .and_then(parse_stream_id)
+        {
             keep(if seq == u64::MAX { (ms + 1, 0) } else { (ms, seq + 1) });
         }
         let summary: Vec<Value> = redis::cmd("XPENDING").arg(stream).arg(&name).query_async(conn).await?;
         if let Some(first) = summary
             .get(1)
             .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            && let Some(id) = id_ms(&first)
+            && let Some(id) = parse_stream_id(&first)
         {
             keep(id);
         }
