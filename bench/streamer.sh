@@ -64,14 +64,20 @@ echo "== prefill: $EVENTS loadgen events over $SITES sites (back-dated over $BAC
   --backfill-hours "$BACKFILL" --batch 100 --concurrency 8 --progress false --seed 7
 ENTRIES=$(stored)
 echo "entries in the streams: $ENTRIES"
+SBYTES=0; for s in $(seq 0 15); do b=$(R memory usage "tally:{s$(printf %02d "$s")}:events" samples 0); SBYTES=$((SBYTES + ${b:-0})); done
+echo "STREAMS bytes=$SBYTES per_event=$(python3 -c "print(round($SBYTES / max($ENTRIES, 1), 1))") (the loadgen mix, as stored)"
 MEM0=$(info memory used_memory); CPU0=$(cpu)
 R config resetstat >/dev/null
 
 echo "== drain with $STREAMERS streamer process(es)"
 T0=$(now)
-for i in $(seq 1 "$STREAMERS"); do "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" & done
+SPIDS=()
+for i in $(seq 1 "$STREAMERS"); do "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" & SPIDS+=($!); done
 until drained; do sleep 0.05; done
 T1=$(now); CPU1=$(cpu); MEM1=$(info memory used_memory)
+# CPU seconds of the streamer processes (utime + stime, clock ticks).
+SCPU=$(for p in "${SPIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | python3 -c "import os, sys; print(sum(float(l) for l in sys.stdin) / os.sysconf('SC_CLK_TCK'))")
+echo "STREAMER cpu_seconds=$SCPU us_per_event=$(python3 -c "print(round($SCPU / $ENTRIES * 1e6, 2))")"
 python3 - "$ENTRIES" "$T0" "$T1" "$CPU0" "$CPU1" "$MEM0" "$MEM1" "$SITES" <<'PY'
 import sys
 n, t0, t1, c0, c1, m0, m1, sites = (float(x) for x in sys.argv[1:])

@@ -12,7 +12,7 @@
 //! tally:v1:{s07}:traffic:m:example.com:202611260658   hash    counters of a report bucket (see report.rs)
 //! tally:v1:{s07}:traffic.u:m:example.com:202611260658 HLL     visitor ids of the bucket
 //! tally:v1:{s07}:pages.u:h:example.com:2026112606:/x  HLL     visitor ids of one dimension tuple
-//! tally:v1:{s07}:sess:example.com:<session>           hash    merged facts of one session
+//! tally:v1:{s07}:ses:example.com:<session>            string  merged facts of one session
 //! tally:v1:{s07}:span:example.com                     hash    first_ms, last_ms
 //! tally:v1:{s07}:applied                              hash    events, batches (streamer progress)
 //! tally:sites                                         hash    site -> registration JSON
@@ -31,6 +31,44 @@
 use crate::grain::Grain;
 use crate::report::Report;
 use std::fmt;
+
+/// The keys of one site's bucket in one grain and keyspace version; see
+/// [`Keyspace::bucket`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketKeys {
+    /// `tally:v1:{s07}:`
+    base: String,
+    /// `:m:example.com:202611260658`
+    tail: String,
+}
+
+impl BucketKeys {
+    /// The counter hash of `report` in this bucket.
+    pub fn report(&self, report: Report) -> String {
+        let code = report.code();
+        let mut k = String::with_capacity(self.base.len() + code.len() + self.tail.len());
+        k.push_str(&self.base);
+        k.push_str(code);
+        k.push_str(&self.tail);
+        k
+    }
+
+    /// The HyperLogLog of `report` in this bucket for a dimension tuple (or
+    /// variant); `suffix` empty for none.
+    pub fn unique(&self, report: Report, suffix: &str) -> String {
+        let code = report.code();
+        let mut k = String::with_capacity(self.base.len() + code.len() + self.tail.len() + suffix.len() + 3);
+        k.push_str(&self.base);
+        k.push_str(code);
+        k.push_str(".u");
+        k.push_str(&self.tail);
+        if !suffix.is_empty() {
+            k.push(':');
+            k.push_str(suffix);
+        }
+        k
+    }
+}
 
 /// Number of shard streams. Fixed for a deployment: changing it would move
 /// sites to other streams and other slots.
@@ -111,32 +149,22 @@ impl Keyspace {
 
     /// The counter hash of one report bucket of a site.
     pub fn report_key(self, report: Report, grain: Grain, site: &str, bucket_ms: i64) -> String {
-        format!(
-            "{}:{}:{}:{}:{}",
-            self.base(Shard::of_site(site)),
-            report.code(),
-            grain.code(),
-            site,
-            grain.label(bucket_ms)
-        )
+        self.bucket(grain, site, bucket_ms).report(report)
     }
 
     /// The HyperLogLog of one report bucket and dimension tuple (or, for a
     /// report without dimensions, variant); `suffix` empty for none.
     pub fn unique_key(self, report: Report, grain: Grain, site: &str, bucket_ms: i64, suffix: &str) -> String {
-        let mut k = format!(
-            "{}:{}.u:{}:{}:{}",
-            self.base(Shard::of_site(site)),
-            report.code(),
-            grain.code(),
-            site,
-            grain.label(bucket_ms)
-        );
-        if !suffix.is_empty() {
-            k.push(':');
-            k.push_str(suffix);
+        self.bucket(grain, site, bucket_ms).unique(report, suffix)
+    }
+
+    /// The parts of every key of one site's bucket, for callers that build
+    /// many keys of a bucket (the streamer builds about twenty per event).
+    pub fn bucket(self, grain: Grain, site: &str, bucket_ms: i64) -> BucketKeys {
+        BucketKeys {
+            base: format!("{}:", self.base(Shard::of_site(site))),
+            tail: format!(":{}:{}:{}", grain.code(), site, grain.label(bucket_ms)),
         }
-        k
     }
 
     /// Prefix of every aggregate key of a shard (`tally:v1:{s07}:`); the
@@ -148,12 +176,7 @@ impl Keyspace {
     /// The merged facts of one session (start, end, page views, entry and
     /// exit page, source, device, country).
     pub fn session_key(self, site: &str, session_id: u64) -> String {
-        format!(
-            "{}:sess:{}:{}",
-            self.base(Shard::of_site(site)),
-            site,
-            session_id as i64
-        )
+        format!("{}:ses:{}:{}", self.base(Shard::of_site(site)), site, session_id as i64)
     }
 
     /// Hash with the first and last event time seen for a site; bounds the
@@ -294,6 +317,29 @@ mod tests {
     }
 
     #[test]
+    fn bucket_keys_spell_the_layout() {
+        let ks = Keyspace::new(3);
+        let tag = Shard::of_site("a.io").tag();
+        let hour = 3_600_000 * 25 + 59_000;
+        assert_eq!(
+            ks.report_key(Report::Traffic, Grain::Hour, "a.io", hour),
+            format!("tally:v3:{tag}:traffic:h:a.io:1970010201")
+        );
+        assert_eq!(
+            ks.unique_key(Report::Traffic, Grain::Minute, "a.io", hour, ""),
+            format!("tally:v3:{tag}:traffic.u:m:a.io:197001020100")
+        );
+        assert_eq!(
+            ks.unique_key(Report::Pages, Grain::Day, "a.io", hour, "/x:y"),
+            format!("tally:v3:{tag}:pages.u:d:a.io:19700102:/x:y")
+        );
+        assert_eq!(
+            ks.report_key(Report::EventProps, Grain::Day, "a.io", hour),
+            format!("tally:v3:{tag}:props:d:a.io:19700102")
+        );
+    }
+
+    #[test]
     fn buckets_and_versions_from_keys() {
         assert_eq!(
             bucket_of_key("tally:v1:{s01}:traffic:h:a.io:1970010101"),
@@ -301,7 +347,7 @@ mod tests {
         );
         assert_eq!(bucket_of_key("tally:v1:{s01}:span:a.io"), None);
         assert!(is_span_key("tally:v1:{s01}:span:a.io"));
-        assert!(!is_span_key("tally:v1:{s01}:sess:a.io:5"));
+        assert!(!is_span_key("tally:v1:{s01}:ses:a.io:5"));
         assert_eq!(bucket_of_key("tally:v1:{s01}:pages:x:a.io:1970010101"), None);
         assert_eq!(
             bucket_of_key("tally:v1:{s01}:pages.u:h:a.io:1970010101:/a:b"),

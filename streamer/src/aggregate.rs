@@ -10,10 +10,11 @@
 
 use crate::sessions::{self, SessionFacts, device_tuple};
 use schema::event::Category;
+use schema::keys::BucketKeys;
 use schema::keys::span_fields;
 use schema::report::{self, Report, code, unique};
 use schema::{Event, Grain, Keyspace};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Retention of aggregate keys, in seconds (0 = keep).
 #[derive(Debug, Clone, Copy)]
@@ -52,8 +53,8 @@ impl Retention {
 pub enum Delta {
     /// `HINCRBY` each field.
     Incr(BTreeMap<String, i64>),
-    /// `PFADD` the members.
-    Union(BTreeSet<String>),
+    /// `PFADD` the visitor ids (sent as 16 hex digits, their stored form).
+    Union(BTreeSet<u64>),
     /// Keep the lowest / greatest value of each field.
     Min(BTreeMap<String, i64>),
     Max(BTreeMap<String, i64>),
@@ -63,7 +64,7 @@ pub enum Delta {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Deltas {
     /// (key, kind code) -> (delta, ttl seconds)
-    pub ops: BTreeMap<(String, char), (Delta, u64)>,
+    pub ops: HashMap<(String, char), (Delta, u64)>,
     /// The merged facts of each session in the batch, by (site, session).
     pub sessions: BTreeMap<(String, u64), SessionFacts>,
 }
@@ -75,17 +76,22 @@ impl Deltas {
             .entry((key, 'H'))
             .or_insert_with(|| (Delta::Incr(BTreeMap::new()), ttl));
         if let Delta::Incr(m) = &mut entry.0 {
-            *m.entry(field.to_owned()).or_insert(0) += by;
+            match m.get_mut(field) {
+                Some(v) => *v += by,
+                None => {
+                    m.insert(field.to_owned(), by);
+                }
+            }
         }
     }
 
-    fn union(&mut self, key: String, ttl: u64, member: String) {
+    fn union(&mut self, key: String, ttl: u64, visitor: u64) {
         let entry = self
             .ops
             .entry((key, 'P'))
             .or_insert_with(|| (Delta::Union(BTreeSet::new()), ttl));
         if let Delta::Union(s) = &mut entry.0 {
-            s.insert(member);
+            s.insert(visitor);
         }
     }
 
@@ -117,11 +123,63 @@ impl Deltas {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.sessions.is_empty()
     }
+
+    /// Replace the contribution of a session's stored facts `old` (None: a
+    /// session not seen before) to the reports by that of its merged facts
+    /// `new`, and add its visitor to the visitors per source of its start
+    /// bucket when that start is new (add-only: a later batch with an
+    /// earlier event adds the visitor to the corrected bucket too, which
+    /// `tally verify` allows for).
+    pub fn replace_session(
+        &mut self,
+        old: Option<&SessionFacts>,
+        new: &SessionFacts,
+        ks: Keyspace,
+        retention: Retention,
+    ) {
+        for grain in Grain::ALL {
+            let ttl = retention.for_grain(grain);
+            if let Some(o) = old {
+                for (key, field, v) in o.contribution_in(&ks.bucket(grain, &o.site, o.start.ts_ms)) {
+                    self.incr(key, ttl, &field, -v);
+                }
+            }
+            let keys = ks.bucket(grain, &new.site, new.start.ts_ms);
+            for (key, field, v) in new.contribution_in(&keys) {
+                self.incr(key, ttl, &field, v);
+            }
+            if old.is_none_or(|o| o.start.ts_ms != new.start.ts_ms) {
+                self.union(keys.unique(Report::Sources, &new.start.value), ttl, new.visitor_id);
+            }
+        }
+    }
+}
+
+/// The keys of the buckets a batch touches, built once per (grain, bucket,
+/// site): a batch's events share few buckets, and building key names was
+/// the largest part of the streamer's own work.
+struct BucketCache<'a> {
+    ks: Keyspace,
+    buckets: HashMap<(Grain, i64, &'a str), BucketKeys>,
+}
+
+impl<'a> BucketCache<'a> {
+    fn get(&mut self, grain: Grain, site: &'a str, ts_ms: i64) -> &BucketKeys {
+        let b = grain.truncate(ts_ms);
+        let ks = self.ks;
+        self.buckets
+            .entry((grain, b, site))
+            .or_insert_with(|| ks.bucket(grain, site, b))
+    }
 }
 
 /// Fold events into deltas for keyspace `ks`.
 pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, retention: Retention) -> Deltas {
     let mut d = Deltas::default();
+    let mut cache = BucketCache {
+        ks,
+        buckets: HashMap::new(),
+    };
     for e in events {
         let category = e.category();
         if category == Category::Engagement {
@@ -130,14 +188,21 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, 
             continue;
         }
         let pageview = category == Category::Pageview;
-        let visitor = format!("{:016x}", e.visitor_id);
+        let visitor = e.visitor_id;
         let path = e.path();
+        let pages_field = report::field(code::PAGEVIEWS, path, true);
         let device = device_tuple(e);
         let country = report::tuple(&[e.country.as_str()]);
         let conversion = (!pageview).then(|| {
             let currency = e.revenue.as_ref().map_or("", |r| r.currency.as_str());
             let micros = e.revenue.as_ref().and_then(|r| report::revenue_micros(&r.amount));
-            (report::tuple(&[e.name.as_str(), currency]), micros)
+            let tuple = report::tuple(&[e.name.as_str(), currency]);
+            (
+                report::field(code::EVENTS, &tuple, true),
+                report::field(code::REVENUE, &tuple, true),
+                tuple,
+                micros,
+            )
         });
         let props: Vec<String> = e
             .props
@@ -150,34 +215,45 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, 
             None => None,
         };
         for grain in Grain::ALL {
-            let b = grain.truncate(e.ts_ms);
             let ttl = retention.for_grain(grain);
-            let hash = |r: Report| ks.report_key(r, grain, &e.site, b);
-            let hll = |r: Report, suffix: &str| ks.unique_key(r, grain, &e.site, b, suffix);
+            let keys = cache.get(grain, &e.site, e.ts_ms);
 
-            let traffic = hash(Report::Traffic);
-            d.incr(traffic.clone(), ttl, code::EVENTS, 1);
-            d.union(hll(Report::Traffic, ""), ttl, visitor.clone());
-            if let Some(variant) = returning {
-                d.union(hll(Report::Traffic, variant), ttl, visitor.clone());
-            }
+            let traffic = keys.report(Report::Traffic);
+            let traffic_u = keys.unique(Report::Traffic, "");
+            let returning_u = returning.map(|variant| keys.unique(Report::Traffic, variant));
+            let pages = pageview.then(|| (keys.report(Report::Pages), keys.unique(Report::Pages, path)));
+            let devices_u = keys.unique(Report::Devices, &device);
+            let locations_u = keys.unique(Report::Locations, &country);
+            let conversions = conversion.as_ref().map(|(.., tuple, _)| {
+                (
+                    keys.report(Report::Conversions),
+                    keys.unique(Report::Conversions, tuple),
+                )
+            });
+            let props_key = (!props.is_empty()).then(|| keys.report(Report::EventProps));
+
             if pageview {
-                d.incr(traffic, ttl, code::PAGEVIEWS, 1);
-                d.incr(hash(Report::Pages), ttl, &report::field(code::PAGEVIEWS, path, true), 1);
-                d.union(hll(Report::Pages, path), ttl, visitor.clone());
+                d.incr(traffic.clone(), ttl, code::PAGEVIEWS, 1);
             }
-            d.union(hll(Report::Devices, &device), ttl, visitor.clone());
-            d.union(hll(Report::Locations, &country), ttl, visitor.clone());
-            if let Some((tuple, micros)) = &conversion {
-                let conversions = hash(Report::Conversions);
-                d.incr(conversions.clone(), ttl, &report::field(code::EVENTS, tuple, true), 1);
+            d.incr(traffic, ttl, code::EVENTS, 1);
+            d.union(traffic_u, ttl, visitor);
+            if let Some(k) = returning_u {
+                d.union(k, ttl, visitor);
+            }
+            if let Some((hash, hll)) = pages {
+                d.incr(hash, ttl, &pages_field, 1);
+                d.union(hll, ttl, visitor);
+            }
+            d.union(devices_u, ttl, visitor);
+            d.union(locations_u, ttl, visitor);
+            if let (Some((hash, hll)), Some((events_field, revenue_field, _, micros))) = (conversions, &conversion) {
                 if let Some(m) = micros {
-                    d.incr(conversions, ttl, &report::field(code::REVENUE, tuple, true), *m);
+                    d.incr(hash.clone(), ttl, revenue_field, *m);
                 }
-                d.union(hll(Report::Conversions, tuple), ttl, visitor.clone());
+                d.incr(hash, ttl, events_field, 1);
+                d.union(hll, ttl, visitor);
             }
-            if !props.is_empty() {
-                let key = hash(Report::EventProps);
+            if let Some(key) = props_key {
                 for f in &props {
                     d.incr(key.clone(), ttl, f, 1);
                 }
@@ -214,7 +290,7 @@ pub fn recompute<'a>(events: impl IntoIterator<Item = &'a Event> + Clone, ks: Ke
             d.union(
                 ks.unique_key(Report::Sources, grain, &s.site, s.start.ts_ms, &s.start.value),
                 0,
-                format!("{:016x}", s.visitor_id),
+                s.visitor_id,
             );
         }
     }
@@ -265,10 +341,7 @@ mod tests {
         let dk = ks.report_key(Report::Traffic, Grain::Day, "a.io", t0);
         assert_eq!(incr(&d, &dk)["pv"], 4);
         let vk = ks.unique_key(Report::Traffic, Grain::Minute, "a.io", m, "");
-        assert_eq!(
-            d.ops[&(vk.clone(), 'P')].0,
-            Delta::Union(BTreeSet::from([format!("{:016x}", 1), format!("{:016x}", 2)]))
-        );
+        assert_eq!(d.ops[&(vk.clone(), 'P')].0, Delta::Union(BTreeSet::from([1, 2])));
         assert_eq!(d.ops[&(vk, 'P')].1, 48 * 3600, "minute keys expire");
         assert_eq!(d.ops[&(dk, 'H')].1, 0, "day keys are kept");
         let span = ks.span_key("a.io");

@@ -1,19 +1,33 @@
 //! The exactly-once apply: one server-side script per batch.
 //!
-//! See `apply.lua` for the protocol. This module turns [`Deltas`] into the
-//! script's keys and arguments and interprets its answer. The script is
-//! idempotent with respect to the pending-entries list, so a call whose
-//! outcome is unknown (timeout, dropped connection) is simply sent again.
+//! See `apply.lua` for the protocol. This module reads the stored facts of
+//! the batch's sessions (one MGET), merges the batch's facts into them and
+//! folds the change of each session's contribution into the batch's
+//! counter deltas, so the script only compares states and writes merged
+//! deltas: the per-session work runs here, on the streamer's cores, not on
+//! Redis's one. The script refuses the call if a session state changed after
+//! it was read (another consumer merged into it); the batch is then merged
+//! again from fresh states. The script is idempotent with respect to the
+//! pending-entries list, so a call whose outcome is unknown (timeout,
+//! dropped connection) is simply sent again.
 
 use crate::aggregate::{Delta, Deltas, Retention};
 use crate::sessions::SessionFacts;
-use redis::ScriptInvocation;
-use redis::{Script, Value};
+use redis::{Script, ScriptInvocation, Value};
+use schema::Keyspace;
+use schema::Shard;
 use schema::store::RedisConn;
-use schema::{Grain, Keyspace, Shard};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("apply.lua")));
+
+/// Session states read per MGET.
+const STATES_PER_READ: usize = 500;
+
+/// Merges of one batch retried after conflicts before the call fails (and
+/// the consume loop's back-off takes over).
+const MAX_CONFLICTS: usize = 64;
 
 /// What the script did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,46 +40,36 @@ pub enum ApplyOutcome {
     Partial(Vec<String>),
 }
 
-/// Items of a session op, in the order `apply.lua` reads them.
-const SESSION_ITEMS: usize = 23;
-
-fn session_op(inv: &mut ScriptInvocation<'_>, index: usize, prefix: &str, f: &SessionFacts, retention: Retention) {
-    let pick = |p: &Option<crate::sessions::Pick>| match p {
-        Some(p) => (p.ts_ms.to_string(), p.tie.to_string(), p.value.clone()),
-        None => (String::new(), String::new(), String::new()),
-    };
-    let (et, et_tie, ep) = pick(&f.entry);
-    let (xt, xt_tie, xp) = pick(&f.exit);
-    inv.arg("S")
-        .arg(index)
-        .arg(retention.session_secs)
-        .arg(SESSION_ITEMS)
-        .arg(prefix)
-        .arg(&f.site)
-        .arg(format!("{:016x}", f.visitor_id))
-        .arg(f.start.ts_ms)
-        .arg(f.start.tie)
-        .arg(&f.start.value)
-        .arg(f.end_ms)
-        .arg(f.pageviews)
-        .arg(f.interactive)
-        .arg(et)
-        .arg(et_tie)
-        .arg(ep)
-        .arg(xt)
-        .arg(xt_tie)
-        .arg(xp)
-        .arg(&f.device)
-        .arg(&f.country);
-    for g in Grain::ALL {
-        inv.arg(g.label(f.start.ts_ms));
-    }
-    for g in Grain::ALL {
-        inv.arg(retention.for_grain(g));
-    }
+/// One call of the script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Done(ApplyOutcome),
+    /// A session state differed from the one merged with; nothing written.
+    Conflict,
 }
 
-/// Apply `deltas` for the entries `ids` (ascending) of `shard`'s stream.
+/// The stored state of each session of `deltas` (in the order of
+/// `deltas.sessions`), None where there is none.
+pub async fn read_states(
+    conn: &mut RedisConn,
+    ks: Keyspace,
+    deltas: &Deltas,
+) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+    let keys: Vec<String> = deltas
+        .sessions
+        .values()
+        .map(|f| ks.session_key(&f.site, f.session_id))
+        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(STATES_PER_READ) {
+        let states: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
+        out.extend(states);
+    }
+    Ok(out)
+}
+
+/// Apply `deltas` for the entries `ids` (ascending) of `shard`'s stream,
+/// merging its sessions into their stored facts.
 pub async fn apply_batch(
     conn: &mut RedisConn,
     ks: Keyspace,
@@ -75,46 +79,106 @@ pub async fn apply_batch(
     deltas: &Deltas,
     retention: Retention,
 ) -> redis::RedisResult<ApplyOutcome> {
+    for _ in 0..MAX_CONFLICTS {
+        let states = read_states(conn, ks, deltas).await?;
+        match try_apply(conn, ks, shard, consumer, ids, deltas, &states, retention).await? {
+            Attempt::Done(outcome) => return Ok(outcome),
+            Attempt::Conflict => metrics::counter!("tally_streamer_session_conflicts_total").increment(1),
+        }
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "session states kept changing during the apply",
+    )))
+}
+
+/// One script call with the session states `states` as read by
+/// [`read_states`].
+#[allow(clippy::too_many_arguments)]
+pub async fn try_apply(
+    conn: &mut RedisConn,
+    ks: Keyspace,
+    shard: Shard,
+    consumer: &str,
+    ids: &[String],
+    deltas: &Deltas,
+    states: &[Option<Vec<u8>>],
+    retention: Retention,
+) -> redis::RedisResult<Attempt> {
+    if states.len() != deltas.sessions.len() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "one session state per session expected",
+        )));
+    }
+    let mut changes = Deltas::default();
+    let mut sessions = Vec::with_capacity(states.len());
+    for (facts, state) in deltas.sessions.values().zip(states) {
+        let old = state.as_deref().and_then(|bytes| {
+            let decoded = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| SessionFacts::decode_state(&facts.site, facts.session_id, s));
+            if decoded.is_none() {
+                tracing::warn!(site = %facts.site, session = facts.session_id, "undecodable session state; the batch starts a new visit");
+            }
+            decoded
+        });
+        let new = match &old {
+            Some(o) => {
+                let mut n = o.clone();
+                n.merge(facts);
+                n
+            }
+            None => facts.clone(),
+        };
+        changes.replace_session(old.as_ref(), &new, ks, retention);
+        sessions.push((
+            ks.session_key(&facts.site, facts.session_id),
+            state.as_deref().unwrap_or_default(),
+            new.encode_state(),
+        ));
+    }
+
     let mut inv = APPLY.prepare_invoke();
     inv.key(shard.stream_key()).key(ks.applied_key(shard));
     inv.arg(ks.group()).arg(consumer).arg(ids.len());
     for id in ids {
         inv.arg(id);
     }
-    for (i, ((key, kind), (delta, ttl))) in deltas.ops.iter().enumerate() {
+    let mut next_key = 3;
+    inv.arg(sessions.len());
+    for (key, expected, new) in &sessions {
         inv.key(key);
-        let index = i + 3;
-        match delta {
-            Delta::Incr(m) | Delta::Min(m) | Delta::Max(m) => {
-                inv.arg(kind.to_string()).arg(index).arg(ttl).arg(m.len());
-                for (f, v) in m {
-                    inv.arg(f).arg(v);
-                }
-            }
-            Delta::Union(s) => {
-                inv.arg(kind.to_string()).arg(index).arg(ttl).arg(s.len());
-                for member in s {
-                    inv.arg(member);
-                }
-            }
+        inv.arg(next_key).arg(retention.session_secs).arg(*expected).arg(new);
+        next_key += 1;
+    }
+    for ((key, kind), (delta, ttl)) in &deltas.ops {
+        let combined = match (delta, changes.ops.remove(&(key.clone(), *kind))) {
+            (Delta::Incr(a), Some((Delta::Incr(b), _))) => Some(Delta::Incr(sum(a, b))),
+            (Delta::Union(a), Some((Delta::Union(b), _))) => Some(Delta::Union(a.union(&b).cloned().collect())),
+            _ => None,
+        };
+        if op(&mut inv, next_key, key, *kind, combined.as_ref().unwrap_or(delta), *ttl) {
+            next_key += 1;
         }
     }
-    let prefix = ks.shard_prefix(shard);
-    for (i, facts) in deltas.sessions.values().enumerate() {
-        inv.key(ks.session_key(&facts.site, facts.session_id));
-        let index = deltas.ops.len() + i + 3;
-        session_op(&mut inv, index, &prefix, facts, retention);
+    for ((key, kind), (delta, ttl)) in &changes.ops {
+        if op(&mut inv, next_key, key, *kind, delta, *ttl) {
+            next_key += 1;
+        }
     }
     let reply: Value = inv.invoke_async(conn).await?;
     Ok(match reply {
-        Value::Int(0) => ApplyOutcome::NotPending,
-        Value::Int(n) => ApplyOutcome::Applied(n as usize),
-        Value::Array(items) => ApplyOutcome::Partial(
+        Value::Int(0) => Attempt::Done(ApplyOutcome::NotPending),
+        Value::Int(n) => Attempt::Done(ApplyOutcome::Applied(n as usize)),
+        Value::BulkString(b) if b == b"conflict" => Attempt::Conflict,
+        Value::SimpleString(s) if s == "conflict" => Attempt::Conflict,
+        Value::Array(items) => Attempt::Done(ApplyOutcome::Partial(
             items
                 .into_iter()
                 .filter_map(|v| redis::from_redis_value::<String>(v).ok())
                 .collect(),
-        ),
+        )),
         other => {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
@@ -123,4 +187,41 @@ pub async fn apply_batch(
             )));
         }
     })
+}
+
+/// Field-wise sum, zero sums left out.
+fn sum(a: &BTreeMap<String, i64>, b: BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let mut out = a.clone();
+    for (f, v) in b {
+        *out.entry(f).or_insert(0) += v;
+    }
+    out.retain(|_, v| *v != 0);
+    out
+}
+
+/// Add one op on key index `index`; false when it has nothing to do.
+fn op(inv: &mut ScriptInvocation<'_>, index: usize, key: &str, kind: char, delta: &Delta, ttl: u64) -> bool {
+    match delta {
+        Delta::Incr(m) | Delta::Min(m) | Delta::Max(m) => {
+            let live = || m.iter().filter(|(_, v)| !matches!(delta, Delta::Incr(_)) || **v != 0);
+            let count = live().count();
+            if count == 0 {
+                return false;
+            }
+            inv.key(key).arg(kind.to_string()).arg(index).arg(ttl).arg(count);
+            for (f, v) in live() {
+                inv.arg(f).arg(v);
+            }
+        }
+        Delta::Union(s) => {
+            if s.is_empty() {
+                return false;
+            }
+            inv.key(key).arg(kind.to_string()).arg(index).arg(ttl).arg(s.len());
+            for visitor in s {
+                inv.arg(format!("{visitor:016x}"));
+            }
+        }
+    }
+    true
 }

@@ -13,7 +13,7 @@ use crate::aggregate::{Retention, aggregate};
 use crate::apply::{ApplyOutcome, apply_batch};
 use crate::rules::Rules;
 use redis::Value;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId};
 use schema::keys::parse_stream_id;
 use schema::ops::CancellationToken;
 use schema::store::RedisConn;
@@ -81,17 +81,23 @@ struct Entry {
 fn decode(ids: Vec<StreamId>) -> Vec<Entry> {
     ids.into_iter()
         .map(|sid| {
-            let event = match Event::from_stream_entry(&sid.map) {
-                Ok(e) => Some(e),
-                Err(err) => {
-                    tracing::warn!(id = %sid.id, error = %err, "undecodable stream entry; acknowledging it without counting");
-                    metrics::counter!("tally_streamer_malformed_total").increment(1);
-                    None
-                }
-            };
+            let event = decoded(&sid.id, Event::from_stream_entry(&sid.map));
             Entry { id: sid.id, event }
         })
         .collect()
+}
+
+/// The event of a decoded entry; an undecodable one is logged, counted and
+/// acknowledged without counting in the reports.
+fn decoded(id: &str, event: Result<Event, schema::event::DecodeError>) -> Option<Event> {
+    match event {
+        Ok(e) => Some(e),
+        Err(err) => {
+            tracing::warn!(id = %id, error = %err, "undecodable stream entry; acknowledging it without counting");
+            metrics::counter!("tally_streamer_malformed_total").increment(1);
+            None
+        }
+    }
 }
 
 /// Run the loop for one shard until `shutdown`; an in-progress batch is
@@ -129,7 +135,7 @@ pub async fn run_shard(
                 Err(e) => tracing::warn!(shard = %shard, error = %e, "XAUTOCLAIM failed"),
             }
         }
-        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+        let read: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&group)
             .arg(&opts.consumer)
@@ -141,8 +147,7 @@ pub async fn run_shard(
             .query_async(&mut conn)
             .await;
         let entries = match read {
-            Ok(Some(reply)) => reply.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>(),
-            Ok(None) => Vec::new(),
+            Ok(reply) => decode_read_reply(reply),
             Err(e) => {
                 if e.code() == Some("NOGROUP") {
                     // The stream was deleted: recreate the active version's
@@ -173,8 +178,43 @@ pub async fn run_shard(
             continue;
         }
         idle = min_poll;
-        process(&mut conn, ks, shard, &opts, decode(entries), &shutdown).await;
+        process(&mut conn, ks, shard, &opts, entries, &shutdown).await;
     }
+}
+
+/// Decode an `XREADGROUP` reply of one stream straight from the protocol
+/// values (no per-entry map): `[[stream, [[id, [field, value, ...]], ...]]]`,
+/// or nil when nothing was read.
+fn decode_read_reply(reply: Value) -> Vec<Entry> {
+    let Value::Array(streams) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut parts) = stream else { continue };
+        let Some(Value::Array(items)) = parts.pop() else {
+            continue;
+        };
+        out.reserve(items.len());
+        for item in items {
+            let Value::Array(pair) = item else { continue };
+            let mut pair = pair.into_iter();
+            let Some(id) = pair.next().and_then(|v| redis::from_redis_value::<String>(v).ok()) else {
+                continue;
+            };
+            let fields = match pair.next() {
+                Some(Value::Array(f)) => f,
+                _ => Vec::new(),
+            };
+            let pairs = fields.chunks_exact(2).filter_map(|kv| match kv {
+                [Value::BulkString(k), Value::BulkString(v)] => Some((k.as_slice(), v.as_slice())),
+                _ => None,
+            });
+            let event = decoded(&id, Event::from_fields(pairs));
+            out.push(Entry { id, event });
+        }
+    }
+    out
 }
 
 async fn reclaim(
@@ -293,5 +333,41 @@ impl Backoff {
             _ = shutdown.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn read_replies_decode_without_maps() {
+        let good = Event::pageview(1_795_000_000_000, "a.io", "/x", 7);
+        let mut fields = Vec::new();
+        for (k, v) in good.to_fields() {
+            fields.push(bulk(k));
+            fields.push(bulk(&v));
+        }
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("tally:{s01}:events"),
+            Value::Array(vec![
+                Value::Array(vec![bulk("1-0"), Value::Array(fields)]),
+                Value::Array(vec![bulk("1-1"), Value::Array(vec![bulk("t"), bulk("soon")])]),
+            ]),
+        ])]);
+        let entries = decode_read_reply(reply);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, "1-0");
+        assert_eq!(entries[0].event.as_ref(), Some(&good));
+        assert_eq!(entries[1].id, "1-1");
+        assert!(
+            entries[1].event.is_none(),
+            "undecodable entries are kept, to be acknowledged"
+        );
+        assert!(decode_read_reply(Value::Nil).is_empty());
     }
 }

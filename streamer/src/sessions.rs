@@ -6,16 +6,19 @@
 //! consumers, in different batches, in any order. So the facts of a session
 //! are kept as an order-independent merge — start = min, end = max, counts
 //! summed, entry = the page view with the lowest (time, tie), exit = the one
-//! with the highest, source = that of the earliest event — in a Redis hash
-//! per session, and the apply script replaces the session's old contribution
-//! to the reports by its new one whenever a batch changes its facts (see
-//! `apply.lua`). The final counters then depend only on the set of events.
+//! with the highest, source = that of the earliest event — in a Redis string
+//! per session. A batch that touches a session replaces the session's old
+//! contribution to the reports by its new one, and writes the merged facts
+//! only if the stored ones are still those it merged with (see `apply.rs`).
+//! The final counters then depend only on the set of events.
 //!
-//! This module computes the facts of a batch (sent to the script) and the
-//! contribution of final facts (used by `tally verify` and the tests to
-//! recompute the same counters independently of the script).
+//! This module computes the facts of a batch, their stored form, and the
+//! contribution of facts to the reports (used by the apply and, for final
+//! facts, by `tally verify` and the tests to recompute the same counters
+//! independently of the key-map).
 
 use schema::event::Category;
+use schema::keys::BucketKeys;
 use schema::report::{self, Report, code};
 use schema::{Event, Grain, Keyspace};
 use std::collections::BTreeMap;
@@ -146,32 +149,116 @@ impl SessionFacts {
     /// The counters these (final) facts add to the reports, at the bucket
     /// of the session's start in every grain: (key, field) -> value.
     pub fn contribution(&self, ks: Keyspace) -> Vec<(String, String, i64)> {
-        let mut out = Vec::new();
-        for grain in Grain::ALL {
-            let b = self.start.ts_ms;
-            let key = |r: Report| ks.report_key(r, grain, &self.site, b);
-            let traffic = key(Report::Traffic);
-            out.push((traffic.clone(), code::VISITS.to_owned(), 1));
-            if self.is_bounce() {
-                out.push((traffic.clone(), code::BOUNCES.to_owned(), 1));
-            }
-            out.push((traffic, code::DURATION.to_owned(), self.duration_secs()));
-            let pages = key(Report::Pages);
-            if let Some(entry) = &self.entry {
-                out.push((pages.clone(), report::field(code::ENTRIES, &entry.value, true), 1));
-            }
-            if let Some(exit) = &self.exit {
-                out.push((pages, report::field(code::EXITS, &exit.value, true), 1));
-            }
-            for (r, tuple) in [
-                (Report::Sources, &self.start.value),
-                (Report::Devices, &self.device),
-                (Report::Locations, &self.country),
-            ] {
-                out.push((key(r), report::field(code::VISITS, tuple, true), 1));
-            }
+        Grain::ALL
+            .into_iter()
+            .flat_map(|grain| self.contribution_in(&ks.bucket(grain, &self.site, self.start.ts_ms)))
+            .collect()
+    }
+
+    /// The part of [`SessionFacts::contribution`] in one grain, given the
+    /// keys of the start's bucket in it.
+    pub fn contribution_in(&self, keys: &BucketKeys) -> Vec<(String, String, i64)> {
+        let mut out = Vec::with_capacity(8);
+        let traffic = keys.report(Report::Traffic);
+        out.push((traffic.clone(), code::VISITS.to_owned(), 1));
+        if self.is_bounce() {
+            out.push((traffic.clone(), code::BOUNCES.to_owned(), 1));
+        }
+        out.push((traffic, code::DURATION.to_owned(), self.duration_secs()));
+        let pages = keys.report(Report::Pages);
+        if let Some(entry) = &self.entry {
+            out.push((pages.clone(), report::field(code::ENTRIES, &entry.value, true), 1));
+        }
+        if let Some(exit) = &self.exit {
+            out.push((pages, report::field(code::EXITS, &exit.value, true), 1));
+        }
+        for (r, tuple) in [
+            (Report::Sources, &self.start.value),
+            (Report::Devices, &self.device),
+            (Report::Locations, &self.country),
+        ] {
+            out.push((keys.report(r), report::field(code::VISITS, tuple, true), 1));
         }
         out
+    }
+
+    /// The stored form of the facts (the value of the session's key): each
+    /// item as `<byte length>:<bytes>`, so any value round-trips. Site and
+    /// session id are in the key and not repeated.
+    pub fn encode_state(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(160);
+        let mut put = |v: &dyn std::fmt::Display| {
+            let v = v.to_string();
+            let _ = write!(out, "{}:{}", v.len(), v);
+        };
+        put(&self.visitor_id);
+        put(&self.start.ts_ms);
+        put(&self.start.tie);
+        put(&self.start.value);
+        put(&self.end_ms);
+        put(&self.pageviews);
+        put(&self.interactive);
+        for pick in [&self.entry, &self.exit] {
+            match pick {
+                Some(p) => {
+                    put(&p.ts_ms);
+                    put(&p.tie);
+                    put(&p.value);
+                }
+                None => {
+                    put(&"");
+                    put(&"");
+                    put(&"");
+                }
+            }
+        }
+        put(&self.device);
+        put(&self.country);
+        out
+    }
+
+    /// Parse [`SessionFacts::encode_state`]'s form; None if malformed.
+    pub fn decode_state(site: &str, session_id: u64, state: &str) -> Option<SessionFacts> {
+        let mut rest = state;
+        let mut items: Vec<&str> = Vec::with_capacity(15);
+        while !rest.is_empty() {
+            let colon = rest.find(':')?;
+            let len: usize = rest[..colon].parse().ok()?;
+            let body = rest.get(colon + 1..colon + 1 + len)?;
+            items.push(body);
+            rest = &rest[colon + 1 + len..];
+        }
+        let [vi, st, st_tie, sr, en, pv, ia, et, et_tie, ep, xt, xt_tie, xp, dv, co] = items[..] else {
+            return None;
+        };
+        let pick = |ts: &str, tie: &str, value: &str| -> Option<Option<Pick>> {
+            if ts.is_empty() {
+                return Some(None);
+            }
+            Some(Some(Pick {
+                ts_ms: ts.parse().ok()?,
+                tie: tie.parse().ok()?,
+                value: value.to_owned(),
+            }))
+        };
+        Some(SessionFacts {
+            site: site.to_owned(),
+            session_id,
+            visitor_id: vi.parse().ok()?,
+            start: Pick {
+                ts_ms: st.parse().ok()?,
+                tie: st_tie.parse().ok()?,
+                value: sr.to_owned(),
+            },
+            end_ms: en.parse().ok()?,
+            pageviews: pv.parse().ok()?,
+            interactive: ia.parse().ok()?,
+            entry: pick(et, et_tie, ep)?,
+            exit: pick(xt, xt_tie, xp)?,
+            device: dv.to_owned(),
+            country: co.to_owned(),
+        })
     }
 }
 
@@ -297,6 +384,25 @@ mod tests {
         assert_eq!(c[&(p.clone(), "en\u{1f}/".to_owned())], 2);
         assert_eq!(c[&(p.clone(), "ex\u{1f}/x".to_owned())], 1);
         assert_eq!(c[&(p, "ex\u{1f}/".to_owned())], 1);
+    }
+
+    #[test]
+    fn stored_state_round_trips() {
+        let mut odd = ev(0, "pageview", "/a:b/12:x\u{1e}", 9);
+        odd.referrer = "https://example.com/".into();
+        odd.country = "DE".into();
+        let with_pages = sessions([&odd, &ev(30, "signup", "/z", 9)]);
+        let only_custom = sessions([&ev(5, "signup", "/", 10)]);
+        for f in with_pages.values().chain(only_custom.values()) {
+            let state = f.encode_state();
+            assert_eq!(
+                SessionFacts::decode_state(&f.site, f.session_id, &state).as_ref(),
+                Some(f)
+            );
+        }
+        for bad in ["", "3:abc", "2:1", "x:1", "99:1", "1:1".repeat(16).as_str()] {
+            assert_eq!(SessionFacts::decode_state("a.io", 1, bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! independent Rust recompute gives for the complete set of events.
 
 use harness::RedisServer;
+use redis::Value;
 use schema::report::{Report, code};
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
 use std::collections::HashMap;
 use tally_streamer::aggregate::{Retention, aggregate};
-use tally_streamer::apply::{ApplyOutcome, apply_batch};
+use tally_streamer::apply::{ApplyOutcome, Attempt, apply_batch, read_states, try_apply};
 use tally_streamer::consumer::ensure_group;
 use tally_streamer::verify::{VerifyScope, verify};
 
@@ -79,26 +80,19 @@ async fn connect(server: &RedisServer) -> RedisConn {
         .unwrap()
 }
 
-/// XADD the events in a shuffled order, read them all as one consumer, and
-/// apply them in shuffled batches of random sizes.
-async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
-    let ks = Keyspace::default();
-    let shard = Shard::of_site(SITE);
-    let mut rng = Lcg(seed);
-    let mut evs = events();
-    for i in (1..evs.len()).rev() {
-        evs.swap(i, rng.below(i as u64 + 1) as usize);
+/// Append `e` to its shard stream; its entry id.
+async fn xadd(conn: &mut RedisConn, e: &Event) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(Shard::of_site(&e.site).stream_key()).arg("*");
+    for (k, v) in e.to_fields() {
+        cmd.arg(k).arg(v);
     }
-    let mut by_id = HashMap::new();
-    for e in &evs {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(shard.stream_key()).arg("*");
-        for (k, v) in e.to_fields() {
-            cmd.arg(k).arg(v);
-        }
-        let id: String = cmd.query_async(conn).await.unwrap();
-        by_id.insert(id, e.clone());
-    }
+    cmd.query_async(conn).await.unwrap()
+}
+
+/// Create the group and read every entry of the site's shard as consumer c1.
+async fn read_as_c1(conn: &mut RedisConn) -> Vec<String> {
+    let (ks, shard) = (Keyspace::default(), Shard::of_site(SITE));
     ensure_group(conn, ks, shard).await.unwrap();
     let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
         .arg("GROUP")
@@ -112,7 +106,24 @@ async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
         .query_async(conn)
         .await
         .unwrap();
-    let ids: Vec<String> = reply.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect();
+    reply.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect()
+}
+
+/// XADD the events in a shuffled order, read them all as one consumer, and
+/// apply them in shuffled batches of random sizes.
+async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
+    let ks = Keyspace::default();
+    let shard = Shard::of_site(SITE);
+    let mut rng = Lcg(seed);
+    let mut evs = events();
+    for i in (1..evs.len()).rev() {
+        evs.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut by_id = HashMap::new();
+    for e in &evs {
+        by_id.insert(xadd(conn, e).await, e.clone());
+    }
+    let ids = read_as_c1(conn).await;
     assert_eq!(ids.len(), evs.len());
     // Cut into batches of 1..=40 consecutive ids, applied in shuffled order.
     let mut batches = Vec::new();
@@ -201,4 +212,72 @@ async fn different_orders_give_identical_key_maps() {
             }
         }
     }
+}
+
+/// A batch merged with session facts that another consumer changed in the
+/// meantime is refused as a whole (nothing written, its entries still
+/// pending), and merged again from the fresh facts it counts the visit once.
+#[tokio::test]
+async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
+    let server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let mut conn = connect(&server).await;
+    let ks = Keyspace::default();
+    let shard = Shard::of_site(SITE);
+    let mut first = Event::pageview(T0, SITE, "/landing", 5);
+    first.session_id = 77;
+    let mut second = Event::pageview(T0 + 40_000, SITE, "/pricing", 5);
+    second.session_id = 77;
+    for e in [&first, &second] {
+        xadd(&mut conn, e).await;
+    }
+    let ids = read_as_c1(&mut conn).await;
+    let (a, b) = (vec![ids[0].clone()], vec![ids[1].clone()]);
+    let (da, db) = (
+        aggregate([&first], ks, Retention::default()),
+        aggregate([&second], ks, Retention::default()),
+    );
+
+    // Batch b reads the (absent) facts; batch a is applied before b's call.
+    let stale = read_states(&mut conn, ks, &db).await.unwrap();
+    assert_eq!(stale, vec![None]);
+    assert_eq!(
+        apply_batch(&mut conn, ks, shard, "c1", &a, &da, Retention::default())
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied(1)
+    );
+    let after_a = traffic_day(&mut conn).await;
+    assert_eq!(
+        try_apply(&mut conn, ks, shard, "c1", &b, &db, &stale, Retention::default())
+            .await
+            .unwrap(),
+        Attempt::Conflict
+    );
+    assert_eq!(traffic_day(&mut conn).await, after_a, "a refused call writes nothing");
+    let pending: Vec<Value> = redis::cmd("XPENDING")
+        .arg(shard.stream_key())
+        .arg(ks.group())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(redis::from_redis_value::<i64>(pending[0].clone()).unwrap(), 1);
+
+    assert_eq!(
+        apply_batch(&mut conn, ks, shard, "c1", &b, &db, Retention::default())
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied(1)
+    );
+    let traffic = traffic_day(&mut conn).await;
+    assert_eq!(traffic[code::VISITS], 1, "{traffic:?}");
+    assert_eq!(traffic.get(code::BOUNCES), None, "two page views: no bounce");
+    assert_eq!(traffic[code::DURATION], 40);
+    let pages: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(ks.report_key(Report::Pages, Grain::Day, SITE, T0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pages["en\u{1f}/landing"], 1);
+    assert_eq!(pages["ex\u{1f}/pricing"], 1);
+    assert_eq!(pages.get("ex\u{1f}/landing"), None, "the old exit was replaced");
 }
