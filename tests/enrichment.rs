@@ -24,7 +24,7 @@ async fn stream_events(stack: &Stack, site: &str) -> Vec<Event> {
     reply
         .ids
         .iter()
-        .map(|id| Event::from_stream_entry(&id.map).expect("decodable entry"))
+        .map(|id| Event::from_stream_id(id).expect("decodable entry"))
         .collect()
 }
 

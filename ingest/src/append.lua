@@ -12,12 +12,20 @@
 -- ARGV[1]        n events, ARGV[2] fields per record (pairs), ARGV[3] timeout ms
 -- then per event: candidate session id, event ms, the record's field/value
 -- pairs (the last pair is the session field).
+-- The record's first pair is the event time; it is stored relative to the
+-- entry id's milliseconds (see schema/src/event.rs), a small integer for live
+-- events: the id is chosen as "<now ms>-*". That fails only when the stream's
+-- last id is later (the clock stepped back); such an entry (and one whose
+-- time is too far from now to be told apart from an absolute time) gets an
+-- automatic id and keeps its absolute time.
 -- Returns the entry ids, in order.
 
 local n, m, timeout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if n == nil or m == nil or timeout == nil or #KEYS ~= n + 1 or #ARGV ~= 3 + n * (2 + 2 * m) then
   return redis.error_reply('ERR tally append: bad arguments')
 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ids = {}
 local p = 4
 for i = 1, n do
@@ -35,7 +43,17 @@ for i = 1, n do
   local record = {KEYS[1], '*'}
   for j = p + 2, p + 1 + 2 * m do record[#record + 1] = ARGV[j] end
   record[#record] = sid
-  ids[i] = redis.call('XADD', unpack(record))
+  local rel = tonumber(ts) - now_ms
+  local id
+  if math.abs(rel) < 1e11 then
+    record[2], record[4] = now_ms .. '-*', tostring(rel)
+    id = redis.pcall('XADD', unpack(record))
+  end
+  if id == nil or (type(id) == 'table' and id.err) then
+    record[2], record[4] = '*', ts
+    id = redis.call('XADD', unpack(record))
+  end
+  ids[i] = id
   p = p + 2 + 2 * m
 end
 return ids

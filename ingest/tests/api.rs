@@ -32,7 +32,8 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
     let mut spam = ev("/spam");
     spam["r"] = json!("https://www.semalt.com/crawler");
     let mut back_dated = ev("/old");
-    back_dated["ts"] = json!(chrono::Utc::now().timestamp_millis() - 3_600_000);
+    let old_ts = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    back_dated["ts"] = json!(old_ts);
     let body = json!({"events": [
         ev("/a"),
         json!({"n": "pageview", "d": SITE}),
@@ -97,6 +98,20 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
         "forwarded address and agent make another visitor"
     );
     assert!(events.iter().all(|e| e.session_id != 0));
+    let old = events.iter().find(|e| e.path() == "/old").unwrap();
+    assert_eq!(old.ts_ms, old_ts, "a back-dated time survives its storage");
+    // Times are stored relative to the entry id's milliseconds: small numbers.
+    let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(schema::Shard::of_site(SITE).stream_key())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for entry in &raw.ids {
+        let t: i64 = entry.get("t").unwrap();
+        assert!(t.abs() < schema::event::ABSOLUTE_TS_MIN, "{} t={t}", entry.id);
+    }
 
     // Whole-request refusals.
     let too_many = json!({"events": vec![ev("/x"); 101]});

@@ -6,15 +6,24 @@
 //!
 //! - one-letter field names, always the same fields in the same order, so
 //!   Redis stores the names once per listpack node (the master entry);
+//! - the event time relative to the entry id's milliseconds (ingest's append
+//!   script sets both), a small integer for live events; a value of 10^11 or
+//!   more in magnitude is an absolute time (older records, and entries whose
+//!   id the script could not choose);
 //! - the URL relative to the site when it is `https://<site>/...` (the
 //!   common case), the full URL otherwise; nothing is lost either way;
-//! - the visitor id as a signed 64-bit integer, which a listpack stores as an
-//!   integer rather than as 16 hex characters;
+//! - the visitor and session ids as signed 64-bit integers, which a listpack
+//!   stores as integers rather than as 16 hex characters;
+//! - the commonest values shortest: an empty name is a page view; browser,
+//!   OS and device type share one field (`a`), the returning flag and the
+//!   non-interactive mark another (`w`);
 //! - what can be derived is not stored: the path, the category, the referrer
 //!   source and the UTM fields are computed on decode (see [`crate::source`]),
 //!   so a replay with improved rules re-derives them from the raw facts.
 //!
-//! Decoding tolerates missing fields and ignores unknown ones.
+//! Decoding tolerates missing fields, ignores unknown ones, and still reads
+//! the earlier layout (separate `b`, `o`, `d` and `x` fields, absolute `t`,
+//! the name always spelled out).
 
 use crate::source::{self, Source, Utm};
 use std::fmt;
@@ -166,16 +175,26 @@ mod field {
     pub const URL: &str = "u";
     pub const REFERRER: &str = "r";
     pub const VISITOR: &str = "v";
-    pub const BROWSER: &str = "b";
-    pub const OS: &str = "o";
-    pub const DEVICE: &str = "d";
+    /// browser, OS and device type, separated by U+001F.
+    pub const AGENT: &str = "a";
     pub const COUNTRY: &str = "c";
     pub const PROPS: &str = "p";
     pub const REVENUE: &str = "$";
-    pub const RETURNING: &str = "w";
-    pub const INTERACTIVE: &str = "x";
+    /// `1` returning, `0` new, empty unknown; then `x` if not interactive.
+    pub const FLAGS: &str = "w";
     pub const SESSION: &str = "i";
+    // The earlier layout's separate fields (also b browser, o OS), still
+    // decoded.
+    pub const DEVICE: &str = "d";
+    pub const INTERACTIVE: &str = "x";
 }
+
+/// Event times of at least this magnitude in the `t` field are absolute
+/// (1973-03-03 onwards); smaller ones are relative to the entry id.
+pub const ABSOLUTE_TS_MIN: i64 = 100_000_000_000;
+
+/// The name stored as an empty string.
+const PAGEVIEW: &str = "pageview";
 
 /// A visit (session) ends after this long without events (Plausible's 30
 /// minutes). Ingest applies it when it assigns session ids; the streamer
@@ -183,7 +202,7 @@ mod field {
 pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
 
 /// Number of fields of a stream record.
-pub const RECORD_FIELDS: usize = 15;
+pub const RECORD_FIELDS: usize = 12;
 
 /// Split a URL into the part after `https://<site>`, if it has that prefix.
 fn relative_to_site<'a>(url: &'a str, site: &str) -> Option<&'a str> {
@@ -249,39 +268,53 @@ impl Event {
             .as_ref()
             .map(|r| format!("{} {}", r.amount, r.currency))
             .unwrap_or_default();
+        let returning = match self.returning {
+            Some(true) => "1",
+            Some(false) => "0",
+            None => "",
+        };
+        let flags = if self.interactive {
+            returning.to_owned()
+        } else {
+            format!("{returning}x")
+        };
+        let name = if self.name == PAGEVIEW { "" } else { self.name.as_str() };
         [
             (field::TS, self.ts_ms.to_string()),
             (field::SITE, self.site.clone()),
-            (field::NAME, self.name.clone()),
+            (field::NAME, name.to_owned()),
             (field::URL, url),
             (field::REFERRER, self.referrer.clone()),
             (field::VISITOR, (self.visitor_id as i64).to_string()),
-            (field::BROWSER, self.browser.clone()),
-            (field::OS, self.os.clone()),
-            (field::DEVICE, self.device.as_str().to_owned()),
+            (
+                field::AGENT,
+                format!("{}\u{1f}{}\u{1f}{}", self.browser, self.os, self.device.as_str()),
+            ),
             (field::COUNTRY, self.country.clone()),
             (field::PROPS, props),
             (field::REVENUE, revenue),
-            (
-                field::RETURNING,
-                match self.returning {
-                    Some(true) => "1",
-                    Some(false) => "0",
-                    None => "",
-                }
-                .to_owned(),
-            ),
-            (field::INTERACTIVE, if self.interactive { "" } else { "0" }.to_owned()),
+            (field::FLAGS, flags),
             (field::SESSION, (self.session_id as i64).to_string()),
         ]
     }
 
-    /// Decode from the field/value pairs of a stream entry.
+    /// Decode from the field/value pairs of a stream entry whose event time
+    /// is absolute (as [`Event::to_fields`] writes it).
     pub fn from_fields<'a, I>(pairs: I) -> Result<Event, DecodeError>
     where
         I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
     {
-        let mut f: [Option<&str>; RECORD_FIELDS] = [None; RECORD_FIELDS];
+        Event::from_entry(None, pairs)
+    }
+
+    /// Decode from the field/value pairs of the stream entry with id `id`
+    /// (its milliseconds are the base of a relative event time).
+    pub fn from_entry<'a, I>(id: Option<&str>, pairs: I) -> Result<Event, DecodeError>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        const SLOTS: usize = 16;
+        let mut f: [Option<&str>; SLOTS] = [None; SLOTS];
         for (k, v) in pairs {
             let slot = match k {
                 b"t" => 0,
@@ -299,16 +332,31 @@ impl Event {
                 b"w" => 12,
                 b"x" => 13,
                 b"i" => 14,
+                b"a" => 15,
                 _ => continue,
             };
             f[slot] = Some(std::str::from_utf8(v).map_err(|_| DecodeError::Invalid("utf-8"))?);
         }
-        let ts_ms = f[0]
+        let t: i64 = f[0]
             .ok_or(DecodeError::Missing(field::TS))?
             .parse()
             .map_err(|_| DecodeError::Invalid(field::TS))?;
+        let ts_ms = if t.unsigned_abs() >= ABSOLUTE_TS_MIN as u64 {
+            t
+        } else {
+            let (id_ms, _) = id
+                .and_then(crate::keys::parse_stream_id)
+                .ok_or(DecodeError::Invalid(field::TS))?;
+            i64::try_from(id_ms)
+                .ok()
+                .and_then(|ms| ms.checked_add(t))
+                .ok_or(DecodeError::Invalid(field::TS))?
+        };
         let site = f[1].ok_or(DecodeError::Missing(field::SITE))?.to_owned();
-        let name = f[2].ok_or(DecodeError::Missing(field::NAME))?.to_owned();
+        let name = match f[2].ok_or(DecodeError::Missing(field::NAME))? {
+            "" => PAGEVIEW.to_owned(),
+            n => n.to_owned(),
+        };
         let url = match f[3].unwrap_or("/") {
             rel if rel.starts_with('/') => format!("https://{site}{rel}"),
             abs => abs.to_owned(),
@@ -317,6 +365,16 @@ impl Event {
             .ok_or(DecodeError::Missing(field::VISITOR))?
             .parse::<i64>()
             .map_err(|_| DecodeError::Invalid(field::VISITOR))? as u64;
+        let (browser, os, device) = match f[15] {
+            Some(agent) => {
+                let mut parts = agent.splitn(3, '\u{1f}');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(b), Some(o), Some(d)) => (b, o, d),
+                    _ => return Err(DecodeError::Invalid(field::AGENT)),
+                }
+            }
+            None => (f[6].unwrap_or(""), f[7].unwrap_or(""), f[8].unwrap_or("")),
+        };
         let props = match f[10].unwrap_or("") {
             "" => Vec::new(),
             json => match serde_json::from_str::<serde_json::Value>(json) {
@@ -340,18 +398,24 @@ impl Event {
                 })
             }
         };
-        let returning = match f[12].unwrap_or("") {
+        let flags = f[12].unwrap_or("");
+        let (returning, marked) = match flags.strip_suffix('x') {
+            Some(r) => (r, true),
+            None => (flags, false),
+        };
+        let returning = match returning {
             "" => None,
             "1" => Some(true),
             "0" => Some(false),
-            _ => return Err(DecodeError::Invalid(field::RETURNING)),
+            _ => return Err(DecodeError::Invalid(field::FLAGS)),
         };
-        // Absent in records written before the flag existed: interactive.
-        let interactive = match f[13].unwrap_or("") {
-            "" => true,
-            "0" => false,
-            _ => return Err(DecodeError::Invalid(field::INTERACTIVE)),
-        };
+        // The earlier layout's separate mark; absent: interactive.
+        let interactive = !marked
+            && match f[13].unwrap_or("") {
+                "" => true,
+                "0" => false,
+                _ => return Err(DecodeError::Invalid(field::INTERACTIVE)),
+            };
         let session_id = match f[14].unwrap_or("") {
             "" => 0,
             text => text.parse::<i64>().map_err(|_| DecodeError::Invalid(field::SESSION))? as u64,
@@ -363,9 +427,9 @@ impl Event {
             url,
             referrer: f[4].unwrap_or("").to_owned(),
             visitor_id,
-            browser: f[6].unwrap_or("").to_owned(),
-            os: f[7].unwrap_or("").to_owned(),
-            device: f[8].unwrap_or("").parse()?,
+            browser: browser.to_owned(),
+            os: os.to_owned(),
+            device: device.parse()?,
             country: f[9].unwrap_or("").to_owned(),
             props,
             revenue,
@@ -375,13 +439,16 @@ impl Event {
         })
     }
 
-    /// Decode a stream entry as the redis crate returns it (`StreamId::map`);
+    /// Decode a stream entry as the redis crate returns it (`StreamId`);
     /// non-string values are ignored like unknown fields.
-    pub fn from_stream_entry(map: &std::collections::HashMap<String, redis::Value>) -> Result<Event, DecodeError> {
-        Event::from_fields(map.iter().filter_map(|(k, v)| match v {
-            redis::Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
-            _ => None,
-        }))
+    pub fn from_stream_id(entry: &redis::streams::StreamId) -> Result<Event, DecodeError> {
+        Event::from_entry(
+            Some(&entry.id),
+            entry.map.iter().filter_map(|(k, v)| match v {
+                redis::Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
+                _ => None,
+            }),
+        )
     }
 
     /// A plain page view with no enrichment (tests, tools).
@@ -474,21 +541,86 @@ mod tests {
 
     #[test]
     fn reports_missing_and_invalid_fields() {
+        const T: &[u8] = b"1795000000000";
         let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"x"), (b"s", b"a.io"), (b"n", b"pageview"), (b"v", b"1")];
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("t")));
-        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"n", b"pageview"), (b"v", b"1")];
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", T), (b"n", b"pageview"), (b"v", b"1")];
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Missing("s")));
-        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"p", b"[1]")];
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", T), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"p", b"[1]")];
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("p")));
-        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", b"1"), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"x", b"no")];
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", T), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"x", b"no")];
         assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("x")));
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", T), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"a", b"Chrome")];
+        assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("a")));
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b"t", T), (b"s", b"a"), (b"n", b"x"), (b"v", b"1"), (b"w", b"2x")];
+        assert_eq!(Event::from_fields(pairs), Err(DecodeError::Invalid("w")));
     }
 
     #[test]
-    fn records_without_the_interactive_flag_are_interactive() {
-        // Written before the flag existed.
+    fn event_times_are_relative_to_the_entry_id() {
+        let fields = sample().to_fields();
+        let relative: Vec<(&str, String)> = fields
+            .iter()
+            .map(|(k, v)| (*k, if *k == "t" { "-1500".to_owned() } else { v.clone() }))
+            .collect();
+        let pairs = || relative.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+        let e = Event::from_entry(Some("1795000001500-3"), pairs()).unwrap();
+        assert_eq!(e.ts_ms, 1_795_000_000_000);
+        assert_eq!(
+            Event::from_fields(pairs()),
+            Err(DecodeError::Invalid("t")),
+            "no id, no base"
+        );
+        assert_eq!(Event::from_entry(Some("junk"), pairs()), Err(DecodeError::Invalid("t")));
+        // Absolute times are taken as they are, with or without an id.
+        let absolute = || fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+        assert_eq!(
+            Event::from_entry(Some("1-0"), absolute()).unwrap().ts_ms,
+            1_795_000_000_000
+        );
+    }
+
+    #[test]
+    fn common_values_are_stored_short() {
+        let view = Event::pageview(1_795_000_000_000, "a.io", "/", 1);
+        let fields = view.to_fields();
+        assert_eq!(fields[2], ("n", String::new()), "a page view's name is empty");
+        assert_eq!(fields[6], ("a", "\u{1f}\u{1f}other".to_owned()));
+        assert_eq!(fields[10], ("w", String::new()));
+        assert_eq!(round_trip(&view), view);
+        let s = sample().to_fields();
+        assert_eq!(s[6], ("a", "Chrome\u{1f}Windows 10\u{1f}desktop".to_owned()));
+        assert_eq!(s[10], ("w", "1x".to_owned()), "returning, not interactive");
+    }
+
+    #[test]
+    fn records_of_the_earlier_layout_still_decode() {
+        // Separate browser, OS, device and interactive fields, the name
+        // spelled out, an absolute time; and before the interactive flag
+        // existed, no x at all.
         let pairs: Vec<(&[u8], &[u8])> = vec![
-            (b"t", b"1"),
+            (b"t", b"1795000000000"),
+            (b"s", b"a"),
+            (b"n", b"pageview"),
+            (b"v", b"1"),
+            (b"b", b"Firefox"),
+            (b"o", b"Linux"),
+            (b"d", b"mobile"),
+            (b"w", b"0"),
+            (b"x", b"0"),
+            (b"i", b"9"),
+        ];
+        let e = Event::from_fields(pairs).unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.browser.as_str(), e.os.as_str()),
+            ("pageview", "Firefox", "Linux")
+        );
+        assert_eq!(
+            (e.device, e.returning, e.interactive),
+            (Device::Mobile, Some(false), false)
+        );
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b"t", b"1795000000000"),
             (b"s", b"a"),
             (b"n", b"signup"),
             (b"v", b"1"),
@@ -497,7 +629,5 @@ mod tests {
         let e = Event::from_fields(pairs).unwrap();
         assert!(e.interactive);
         assert_eq!(e.session_id, 9);
-        assert_eq!(sample().to_fields()[13], ("x", "0".to_owned()));
-        assert_eq!(Event::pageview(0, "a", "/", 1).to_fields()[13], ("x", String::new()));
     }
 }

@@ -81,7 +81,7 @@ struct Entry {
 fn decode(ids: Vec<StreamId>) -> Vec<Entry> {
     ids.into_iter()
         .map(|sid| {
-            let event = decoded(&sid.id, Event::from_stream_entry(&sid.map));
+            let event = decoded(&sid.id, Event::from_stream_id(&sid));
             Entry { id: sid.id, event }
         })
         .collect()
@@ -210,7 +210,7 @@ fn decode_read_reply(reply: Value) -> Vec<Entry> {
                 [Value::BulkString(k), Value::BulkString(v)] => Some((k.as_slice(), v.as_slice())),
                 _ => None,
             });
-            let event = decoded(&id, Event::from_fields(pairs));
+            let event = decoded(&id, Event::from_entry(Some(&id), pairs));
             out.push(Entry { id, event });
         }
     }

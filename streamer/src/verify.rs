@@ -87,7 +87,7 @@ async fn read_events(conn: &mut RedisConn, shard: Shard, site: Option<&str>) -> 
             from = format!("({}", last.id);
         }
         for sid in reply.ids {
-            if let Ok(e) = Event::from_stream_entry(&sid.map)
+            if let Ok(e) = Event::from_stream_id(&sid)
                 && site.is_none_or(|s| s == e.site)
             {
                 out.push(e);

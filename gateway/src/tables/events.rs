@@ -180,7 +180,7 @@ impl PartitionStream for ShardPartition {
                 let rows: Vec<(String, Event)> = reply
                     .ids
                     .into_iter()
-                    .filter_map(|sid| match Event::from_stream_entry(&sid.map) {
+                    .filter_map(|sid| match Event::from_stream_id(&sid) {
                         Ok(e) => Some((sid.id, e)),
                         Err(err) => {
                             tracing::warn!(id = %sid.id, error = %err, "skipping undecodable stream entry");

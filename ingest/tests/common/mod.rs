@@ -66,6 +66,6 @@ pub async fn stream_events(conn: &mut RedisConn, site: &str) -> Vec<schema::Even
     reply
         .ids
         .iter()
-        .map(|e| schema::Event::from_stream_entry(&e.map).unwrap())
+        .map(|e| schema::Event::from_stream_id(e).unwrap())
         .collect()
 }
