@@ -9,9 +9,10 @@
 --
 -- KEYS[1]        the shard stream
 -- KEYS[1 + i]    visit key of event i (same hash tag as the stream)
--- ARGV[1]        n events, ARGV[2] fields per record (pairs), ARGV[3] timeout ms
--- then per event: candidate session id, event ms, the record's field/value
--- pairs (the last pair is the session field).
+-- ARGV[1]        n events, ARGV[2] m fields per record, ARGV[3] timeout ms
+-- then the m field names (once per call: fewer arguments to convert), then
+-- per event: candidate session id, event ms, the record's m values (the
+-- last is the session field).
 -- The record's first pair is the event time; it is stored relative to the
 -- entry id's milliseconds (see schema/src/event.rs), a small integer for live
 -- events: the id is chosen as "<now ms>-*". That fails only when the stream's
@@ -21,13 +22,17 @@
 -- Returns the entry ids, in order.
 
 local n, m, timeout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if n == nil or m == nil or timeout == nil or #KEYS ~= n + 1 or #ARGV ~= 3 + n * (2 + 2 * m) then
+if n == nil or m == nil or timeout == nil or m < 1 or #KEYS ~= n + 1 or #ARGV ~= 3 + m + n * (2 + m) then
   return redis.error_reply('ERR tally append: bad arguments')
+end
+local record = {KEYS[1], '*'}
+for j = 1, m do
+  record[2 * j + 1] = ARGV[3 + j]
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local ids = {}
-local p = 4
+local p = 4 + m
 for i = 1, n do
   local key, sid, ts = KEYS[i + 1], ARGV[p], ARGV[p + 1]
   local last = ts
@@ -40,9 +45,8 @@ for i = 1, n do
     end
   end
   redis.call('SET', key, sid .. ':' .. last, 'PX', timeout)
-  local record = {KEYS[1], '*'}
-  for j = p + 2, p + 1 + 2 * m do record[#record + 1] = ARGV[j] end
-  record[#record] = sid
+  for j = 1, m do record[2 * j + 2] = ARGV[p + 1 + j] end
+  record[2 * m + 2] = sid
   local rel = tonumber(ts) - now_ms
   local id
   if math.abs(rel) < 1e11 then
@@ -54,6 +58,6 @@ for i = 1, n do
     id = redis.call('XADD', unpack(record))
   end
   ids[i] = id
-  p = p + 2 + 2 * m
+  p = p + 2 + m
 end
 return ids

@@ -133,12 +133,16 @@ async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<WriteReques
     let mut inv = APPEND.prepare_invoke();
     inv.key(shard.stream_key());
     inv.arg(reqs.len()).arg(RECORD_FIELDS).arg(SESSION_TIMEOUT_MS);
+    // The field names once per call; per event only the values.
+    for name in Event::field_names() {
+        inv.arg(name);
+    }
     for r in &reqs {
         let e = &r.event;
         inv.key(visit_key(&e.site, e.visitor_id));
         inv.arg(candidate_session(e)).arg(e.ts_ms);
-        for (k, v) in e.to_fields() {
-            inv.arg(k).arg(v);
+        for (_, v) in e.to_fields() {
+            inv.arg(v);
         }
     }
     let started = std::time::Instant::now();

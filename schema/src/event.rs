@@ -298,6 +298,24 @@ impl Event {
         ]
     }
 
+    /// The field names of [`Event::to_fields`], in its order.
+    pub fn field_names() -> [&'static str; RECORD_FIELDS] {
+        [
+            field::TS,
+            field::SITE,
+            field::NAME,
+            field::URL,
+            field::REFERRER,
+            field::VISITOR,
+            field::AGENT,
+            field::COUNTRY,
+            field::PROPS,
+            field::REVENUE,
+            field::FLAGS,
+            field::SESSION,
+        ]
+    }
+
     /// Decode from the field/value pairs of a stream entry whose event time
     /// is absolute (as [`Event::to_fields`] writes it).
     pub fn from_fields<'a, I>(pairs: I) -> Result<Event, DecodeError>
@@ -588,6 +606,8 @@ mod tests {
         assert_eq!(fields[6], ("a", "\u{1f}\u{1f}other".to_owned()));
         assert_eq!(fields[10], ("w", String::new()));
         assert_eq!(round_trip(&view), view);
+        let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, Event::field_names());
         let s = sample().to_fields();
         assert_eq!(s[6], ("a", "Chrome\u{1f}Windows 10\u{1f}desktop".to_owned()));
         assert_eq!(s[10], ("w", "1x".to_owned()), "returning, not interactive");
