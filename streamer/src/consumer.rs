@@ -12,6 +12,7 @@
 use crate::aggregate::{Retention, aggregate};
 use crate::apply::{ApplyOutcome, apply_batch};
 use crate::rules::Rules;
+use crate::ttl_cache::TtlCache;
 use redis::Value;
 use redis::streams::{StreamAutoClaimReply, StreamId};
 use schema::keys::parse_stream_id;
@@ -118,6 +119,10 @@ pub async fn run_shard(
             return;
         }
     }
+    // Sketch lifetimes set by this loop within the last 10 minutes (far
+    // below the shortest lifetime it skips, an hour); at most 50,000 keys
+    // (about 7 MB) per shard.
+    let mut ttl_cache = TtlCache::new(Duration::from_secs(600), 50_000);
     let min_poll = Duration::from_millis(1);
     let mut idle = min_poll;
     let mut last_claim = Instant::now();
@@ -128,7 +133,7 @@ pub async fn run_shard(
                 Ok(entries) if !entries.is_empty() => {
                     tracing::info!(shard = %shard, entries = entries.len(), "reclaimed entries of another consumer");
                     metrics::counter!("tally_streamer_reclaimed_total").increment(entries.len() as u64);
-                    process(&mut conn, ks, shard, &opts, entries, &shutdown).await;
+                    process(&mut conn, ks, shard, &opts, &mut ttl_cache, entries, &shutdown).await;
                     continue;
                 }
                 Ok(_) => {}
@@ -178,7 +183,7 @@ pub async fn run_shard(
             continue;
         }
         idle = min_poll;
-        process(&mut conn, ks, shard, &opts, entries, &shutdown).await;
+        process(&mut conn, ks, shard, &opts, &mut ttl_cache, entries, &shutdown).await;
     }
 }
 
@@ -252,6 +257,7 @@ async fn process(
     ks: Keyspace,
     shard: Shard,
     opts: &ConsumerOptions,
+    ttl_cache: &mut TtlCache,
     mut entries: Vec<Entry>,
     shutdown: &CancellationToken,
 ) {
@@ -266,10 +272,12 @@ async fn process(
             .iter()
             .filter_map(|e| e.event.as_ref())
             .filter(|e| opts.rules.admits(e));
-        let deltas = aggregate(counted, ks, opts.retention);
+        let mut deltas = aggregate(counted, ks, opts.retention);
+        let lifetimes_set = ttl_cache.strip(&mut deltas);
         let started = Instant::now();
         match apply_batch(conn, ks, shard, &opts.consumer, &ids, &deltas, opts.retention).await {
             Ok(ApplyOutcome::Applied(n)) => {
+                ttl_cache.record(lifetimes_set);
                 metrics::counter!("tally_streamer_events_applied_total").increment(n as u64);
                 metrics::histogram!("tally_streamer_apply_seconds").record(started.elapsed().as_secs_f64());
                 return;

@@ -24,6 +24,7 @@ pub mod replay;
 pub mod retention;
 pub mod rules;
 pub mod sessions;
+pub mod ttl_cache;
 pub mod verify;
 mod xinfo;
 
