@@ -156,12 +156,21 @@ pub fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The name of the first entry of `table` that `host` matches: a pattern
+/// ending in `.` matches a label sequence anywhere (`google.` matches
+/// `www.google.co.uk`), any other pattern the host or a subdomain of it.
+/// Called for every event read, so it allocates nothing.
 fn lookup(host: &str, table: &[(&str, &'static str)]) -> Option<&'static str> {
+    if host.is_empty() {
+        return None;
+    }
+    let at_label = |i: usize| i == 0 || host.as_bytes()[i - 1] == b'.';
     table.iter().find_map(|(pattern, name)| {
         let hit = if pattern.ends_with('.') {
-            host.starts_with(pattern) || host.contains(&format!(".{pattern}"))
+            host.match_indices(pattern).any(|(i, _)| at_label(i))
         } else {
-            host == *pattern || host.ends_with(&format!(".{pattern}"))
+            host.strip_suffix(pattern)
+                .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
         };
         hit.then_some(*name)
     })
@@ -209,6 +218,22 @@ pub fn classify(site: &str, referrer: &str, utm: &Utm, url: &str) -> Source {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lookup_matches_whole_labels() {
+        let table = [("google.", "Google"), ("t.co", "Twitter")];
+        for (host, want) in [
+            ("google.com", Some("Google")),
+            ("www.google.co.uk", Some("Google")),
+            ("notgoogle.com", None),
+            ("t.co", Some("Twitter")),
+            ("x.t.co", Some("Twitter")),
+            ("bat.co", None),
+            ("", None),
+        ] {
+            assert_eq!(super::lookup(host, &table), want, "{host}");
+        }
+    }
+
     use super::*;
 
     fn c(referrer: &str, url: &str) -> Source {
