@@ -167,12 +167,6 @@ impl Keyspace {
         }
     }
 
-    /// Prefix of every aggregate key of a shard (`tally:v1:{s07}:`); the
-    /// apply script builds the bucket keys of a session's start from it.
-    pub fn shard_prefix(self, shard: Shard) -> String {
-        format!("{}:", self.base(shard))
-    }
-
     /// The merged facts of one session (start, end, page views, entry and
     /// exit page, source, device, country).
     pub fn session_key(self, site: &str, session_id: u64) -> String {
