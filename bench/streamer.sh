@@ -23,6 +23,7 @@
 # order (loadgen's sessions start at random times), the hardest case: few
 # events of a batch share a bucket. 0 stamps them as they are sent, as a
 # stream that filled up while the streamer was down looks.
+# REDIS_EXTRA_ARGS adds redis-server options (e.g. "--hll-sparse-max-bytes 600").
 # needs: redis-server, redis-benchmark, python3 with psycopg2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port); IPORT=$(free_port); GPORT=$(free_port); HPORT=$(free_port)
 
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize yes --logfile "$WORK/redis.log"
+# shellcheck disable=SC2086 # REDIS_EXTRA_ARGS: extra redis-server options, split on spaces
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize yes --logfile "$WORK/redis.log" ${REDIS_EXTRA_ARGS:-}
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export REDIS_URL="redis://127.0.0.1:$RPORT" TALLY_LOG=warn
 R() { redis-cli -p "$RPORT" "$@"; }
