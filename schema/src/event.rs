@@ -279,26 +279,27 @@ impl Event {
             format!("{returning}x")
         };
         let name = if self.name == PAGEVIEW { "" } else { self.name.as_str() };
-        [
-            (field::TS, self.ts_ms.to_string()),
-            (field::SITE, self.site.clone()),
-            (field::NAME, name.to_owned()),
-            (field::URL, url),
-            (field::REFERRER, self.referrer.clone()),
-            (field::VISITOR, (self.visitor_id as i64).to_string()),
-            (
-                field::AGENT,
-                format!("{}\u{1f}{}\u{1f}{}", self.browser, self.os, self.device.as_str()),
-            ),
-            (field::COUNTRY, self.country.clone()),
-            (field::PROPS, props),
-            (field::REVENUE, revenue),
-            (field::FLAGS, flags),
-            (field::SESSION, (self.session_id as i64).to_string()),
+        // In the order of `field_names`.
+        let mut values = [
+            self.ts_ms.to_string(),
+            self.site.clone(),
+            name.to_owned(),
+            url,
+            self.referrer.clone(),
+            (self.visitor_id as i64).to_string(),
+            format!("{}\u{1f}{}\u{1f}{}", self.browser, self.os, self.device.as_str()),
+            self.country.clone(),
+            props,
+            revenue,
+            flags,
+            (self.session_id as i64).to_string(),
         ]
+        .into_iter();
+        Event::field_names().map(|n| (n, values.next().unwrap_or_default()))
     }
 
-    /// The field names of [`Event::to_fields`], in its order.
+    /// The field names of [`Event::to_fields`], in its order (ingest's
+    /// append script receives them once per call).
     pub fn field_names() -> [&'static str; RECORD_FIELDS] {
         [
             field::TS,
