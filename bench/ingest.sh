@@ -13,14 +13,16 @@
 # same shape to a bare stream.
 #
 # usage: bench/ingest.sh [duration_s=10] [connections=64] [threads=2]
+# TALLY_BIN=path measures that binary instead of building this checkout.
 # needs: wrk, nginx, redis-server (apt-get install wrk nginx-light redis-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"; CONNS="${2:-64}"; THREADS="${3:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tally-target}"
 for b in wrk nginx redis-server redis-cli; do command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }; done
-cargo build --release --quiet --bin tally
-TALLY="$CARGO_TARGET_DIR/release/tally"
+# TALLY_BIN: a prebuilt binary to measure instead (to compare two builds).
+if [ -z "${TALLY_BIN:-}" ]; then cargo build --release --quiet --bin tally; fi
+TALLY="${TALLY_BIN:-$CARGO_TARGET_DIR/release/tally}"
 WORK="$(mktemp -d)"; trap 'kill $(jobs -p) 2>/dev/null || true; nginx -p "$WORK/nginx" -c nginx.conf -s stop 2>/dev/null || true; redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port); IPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port)

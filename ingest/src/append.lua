@@ -21,7 +21,8 @@
 -- automatic id and keeps its absolute time.
 -- Returns the entry ids, in order.
 
-local n, m, timeout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, m, timeout_arg = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local timeout = tonumber(timeout_arg)
 if n == nil or m == nil or timeout == nil or m < 1 or #KEYS ~= n + 1 or #ARGV ~= 3 + m + n * (2 + m) then
   return redis.error_reply('ERR tally append: bad arguments')
 end
@@ -31,33 +32,61 @@ for j = 1, m do
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_id = now_ms .. '-*'
+local find, sub, abs = string.find, string.sub, math.abs
+-- Visits touched by this call: key -> {session id, last ms (text), last ms}.
+-- A visitor's later events in the call read it here, and each visit key is
+-- written once, after the loop.
+local visits = {}
+-- relative: ids "<now ms>-*" may still be tried; proven: one was accepted,
+-- so every later one is too (same milliseconds, next sequence number).
+local relative, proven = true, false
 local ids = {}
 local p = 4 + m
 for i = 1, n do
-  local key, sid, ts = KEYS[i + 1], ARGV[p], ARGV[p + 1]
-  local last = ts
-  local cur = redis.call('GET', key)
-  if cur then
-    local open, open_last = string.match(cur, '^(%-?%d+):(%-?%d+)$')
-    if open and math.abs(tonumber(ts) - tonumber(open_last)) <= timeout then
-      sid = open
-      if tonumber(open_last) > tonumber(ts) then last = open_last end
+  local key, sid, ts_text = KEYS[i + 1], ARGV[p], ARGV[p + 1]
+  local ts = tonumber(ts_text)
+  local open = visits[key]
+  if open == nil then
+    local cur = redis.call('GET', key)
+    if cur then
+      local colon = find(cur, ':', 1, true)
+      local last = colon and tonumber(sub(cur, colon + 1))
+      if last then open = {sub(cur, 1, colon - 1), sub(cur, colon + 1), last} end
     end
   end
-  redis.call('SET', key, sid .. ':' .. last, 'PX', timeout)
+  if open and abs(ts - open[3]) <= timeout then
+    sid = open[1]
+    if ts > open[3] then open[2], open[3] = ts_text, ts end
+  else
+    open = {sid, ts_text, ts}
+  end
+  visits[key] = open
   for j = 1, m do record[2 * j + 2] = ARGV[p + 1 + j] end
   record[2 * m + 2] = sid
-  local rel = tonumber(ts) - now_ms
+  local rel = ts - now_ms
   local id
-  if math.abs(rel) < 1e11 then
-    record[2], record[4] = now_ms .. '-*', tostring(rel)
-    id = redis.pcall('XADD', unpack(record))
+  if relative and abs(rel) < 1e11 then
+    record[2], record[4] = now_id, tostring(rel)
+    if proven then
+      id = redis.call('XADD', unpack(record))
+    else
+      id = redis.pcall('XADD', unpack(record))
+      if type(id) == 'table' and id.err then
+        id, relative = nil, false
+      else
+        proven = true
+      end
+    end
   end
-  if id == nil or (type(id) == 'table' and id.err) then
-    record[2], record[4] = '*', ts
+  if id == nil then
+    record[2], record[4] = '*', ts_text
     id = redis.call('XADD', unpack(record))
   end
   ids[i] = id
   p = p + 2 + m
+end
+for key, open in pairs(visits) do
+  redis.call('SET', key, open[1] .. ':' .. open[2], 'PX', timeout_arg)
 end
 return ids

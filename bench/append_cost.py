@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Redis CPU per event of ingest's append script, beside a bare XADD.
+
+Where Redis spends its time when ingest stores events: this sends calls of
+the real `ingest/src/append.lua`, with the argument layout of
+`ingest/src/writer.rs` and the record shape of `bench/ingest.sh`, straight to
+a private redis-server (AOF on, `appendfsync everysec`, as the other
+benchmarks run it), pipelined so that the client is never the limit, and
+reads Redis's own CPU time (`INFO cpu`) before and after. Three runs:
+
+1. the script, every event from a new visitor (a `GET` that misses and a
+   `SET` that creates the visit key: what a stream of many browsers costs);
+2. the script, all events of a call from one visitor whose visit is open
+   (the `GET` hits: what `bench/ingest.sh`'s single wrk client costs);
+3. the reference: pipelined plain `XADD`s of the same 12-field record.
+
+usage: bench/append_cost.py [events_per_call=8] [calls=20000]
+APPEND_SCRIPT=path measures another version of the script (to compare two).
+INSTRUCTIONS=1 runs redis-server under valgrind's callgrind and reports the
+instructions Redis executes per event as well: repeatable where CPU time on
+a shared machine is not (slow: use fewer calls, e.g. 8 2000).
+needs: redis-server, python3 (no client library: RESP is written by hand);
+valgrind for INSTRUCTIONS=1
+"""
+
+import os
+import glob
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS = ["t", "s", "n", "u", "r", "v", "a", "c", "p", "$", "w", "i"]
+SESSION_TIMEOUT_MS = 30 * 60 * 1000
+
+
+def resp(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class Callgrind:
+    """Instruction counts of a redis-server running under callgrind."""
+
+    def __init__(self, pid, work):
+        self.pid, self.work = pid, work
+
+    def zero(self):
+        subprocess.run(["callgrind_control", "-z", str(self.pid)], check=True, capture_output=True)
+
+    def instructions(self):
+        before = set(glob.glob(os.path.join(self.work, "callgrind.out*")))
+        subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True, capture_output=True)
+        (dump,) = set(glob.glob(os.path.join(self.work, "callgrind.out*"))) - before
+        with open(dump) as f:
+            for line in f:
+                if line.startswith("totals:") or line.startswith("summary:"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no totals in {dump}")
+
+
+class Conn:
+    def __init__(self, port, callgrind=None):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.file = self.sock.makefile("rb")
+        self.callgrind = callgrind
+
+    def reply(self):
+        line = self.file.readline()
+        kind = line[:1]
+        if kind == b"-":
+            raise RuntimeError(line.decode().strip())
+        if kind == b"$":
+            n = int(line[1:])
+            return self.file.read(n + 2)[:-2] if n >= 0 else None
+        if kind == b"*":
+            return [self.reply() for _ in range(int(line[1:]))]
+        return line[1:].strip()
+
+    def call(self, *args):
+        self.sock.sendall(resp(args))
+        return self.reply()
+
+    def cpu_seconds(self):
+        info = self.call("INFO", "cpu").decode()
+        d = dict(x.split(":", 1) for x in info.split("\r\n") if ":" in x)
+        return float(d["used_cpu_user"]) + float(d["used_cpu_sys"])
+
+    def pipelined(self, requests, total, depth=50):
+        """Send `total` requests (cycling through `requests`), `depth` at a
+        time, reading every reply; Redis CPU seconds spent and, under
+        callgrind, instructions executed."""
+        before = self.cpu_seconds()
+        if self.callgrind:
+            self.callgrind.zero()
+        sent = 0
+        while sent < total:
+            k = min(depth, total - sent)
+            self.sock.sendall(b"".join(requests[(sent + j) % len(requests)] for j in range(k)))
+            for _ in range(k):
+                self.reply()
+            sent += k
+        instructions = self.callgrind.instructions() if self.callgrind else None
+        return self.cpu_seconds() - before, instructions
+
+
+def record_values(visitor):
+    # The values of bench/ingest.sh's payload after enrichment; the last
+    # (session) is filled in by the script.
+    return ["", "shop.example", "", "/products/item-3?utm_source=newsletter", "https://www.google.com/",
+            str(visitor), "Chrome\x1fWindows 10\x1fdesktop", "", "", "", "1", ""]
+
+
+def append_call(sha, n, visitors, now_ms, rng):
+    keys = ["tally:{s03}:events"]
+    argv = [n, len(FIELDS), SESSION_TIMEOUT_MS] + FIELDS
+    for visitor in visitors:
+        keys.append(f"tally:{{s03}}:visit:shop.example:{visitor}")
+        values = record_values(visitor)
+        values[0] = now_ms
+        argv += [rng.randrange(1, 2**62), now_ms] + values
+    return resp(["EVALSHA", sha, len(keys)] + keys + argv)
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    calls = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
+    work = tempfile.mkdtemp()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    counting = os.environ.get("INSTRUCTIONS") == "1"
+    wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out"] if counting else []
+    server = subprocess.Popen(
+        wrapper + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", work, "--appendonly", "yes",
+         "--appendfsync", "everysec", "--save", "", "--logfile", os.path.join(work, "redis.log")],
+        stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):
+            try:
+                conn = Conn(port, Callgrind(server.pid, work) if counting else None)
+                conn.call("PING")
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not start")
+        script = open(os.environ.get("APPEND_SCRIPT") or os.path.join(ROOT, "ingest", "src", "append.lua")).read()
+        sha = conn.call("SCRIPT", "LOAD", script).decode()
+        rng = random.Random(1)
+        now_ms = int(time.time() * 1000)
+        events = n * calls
+        results = []
+
+        fresh = iter(range(1, 10**12))
+        new_visits = [append_call(sha, n, [next(fresh) for _ in range(n)], now_ms, rng) for _ in range(calls)]
+        results.append(("append.lua, every event a new visitor", conn.pipelined(new_visits, calls)))
+        del new_visits
+        conn.call("FLUSHALL")
+
+        same = [append_call(sha, n, [7] * n, now_ms, rng) for _ in range(200)]
+        results.append(("append.lua, one open visit per call", conn.pipelined(same, calls)))
+        conn.call("FLUSHALL")
+
+        xadd = ["XADD", "tally:{s03}:events", "*"]
+        for name, value in zip(FIELDS, record_values(7)):
+            xadd += [name, value]
+        xadd[4], xadd[-1] = "-3", "4815162342"
+        results.append(("plain XADD, pipelined (reference)", conn.pipelined([resp(xadd)], events)))
+
+        print(f"Redis CPU per event, {n} events per script call, {events} events per run:")
+        ref_seconds, ref_instructions = results[-1][1]
+        for label, (seconds, instructions) in results:
+            line = f"  {label:42s} {seconds * 1e6 / events:6.2f} us  ({seconds / ref_seconds:.2f}x XADD)"
+            if instructions is not None:
+                line += f"  {instructions / events:8.0f} instructions ({instructions / ref_instructions:.2f}x XADD)"
+            print(line)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
