@@ -36,7 +36,10 @@ local now_id = now_ms .. '-*'
 local find, sub, abs = string.find, string.sub, math.abs
 -- Visits touched by this call: key -> {session id, last ms (text), last ms}.
 -- A visitor's later events in the call read it here, and each visit key is
--- written once, after the loop.
+-- written once, after the loop. (Should an XADD fail midway, the call is
+-- answered as failed and no visit key changes; a retry assigns the same
+-- sessions, since a new visit's id derives from its first event's visitor
+-- and time.)
 local visits = {}
 -- relative: ids "<now ms>-*" may still be tried; proven: one was accepted,
 -- so every later one is too (same milliseconds, next sequence number).
