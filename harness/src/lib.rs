@@ -110,6 +110,9 @@ impl RedisServer {
             None => free_port().map_err(|e| HarnessError::Io("ephemeral port".into(), e))?,
         };
         let log_path = dir.join("redis.log");
+        // A reused directory keeps the log of earlier runs: only what this
+        // run appends counts.
+        let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
         let mut cmd = Command::new(binary);
         cmd.arg("--port")
             .arg(port.to_string())
@@ -139,15 +142,18 @@ impl RedisServer {
             dir,
             _temp: temp,
         };
-        server.wait_ready(opts.ready_timeout)?;
+        server.wait_ready(opts.ready_timeout, log_start)?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+    fn wait_ready(&mut self, timeout: Duration, log_start: usize) -> Result<(), HarnessError> {
         let deadline = Instant::now() + timeout;
         let mut delay = Duration::from_millis(5);
         loop {
-            if ping(self.addr) {
+            // Our own log must say the server is listening: a PING alone may
+            // be answered by another test's server that took the port first
+            // (ours then exits on the failed bind and the start is retried).
+            if self.log_says_ready(log_start) && ping(self.addr) {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -186,6 +192,15 @@ impl RedisServer {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether this server's log, from byte `from` on, says it is listening.
+    fn log_says_ready(&self, from: usize) -> bool {
+        const READY: &[u8] = b"Ready to accept connections";
+        std::fs::read(self.dir.join("redis.log")).is_ok_and(|log| {
+            log.get(from..)
+                .is_some_and(|new| new.windows(READY.len()).any(|w| w == READY))
+        })
     }
 
     /// Last lines of the server's log, for error messages.
@@ -346,5 +361,32 @@ mod tests {
         let addr = server.addr();
         server.stop();
         assert!(!ping(addr));
+    }
+
+    #[test]
+    fn a_server_that_cannot_bind_is_not_taken_for_the_one_holding_the_port() {
+        let first = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        let second = RedisServer::start(RedisServerOptions {
+            port: Some(first.port()),
+            ..RedisServerOptions::default()
+        });
+        assert!(
+            matches!(second, Err(HarnessError::Exited { .. })),
+            "the second start must fail, not answer with the first server"
+        );
+        assert!(ping(first.addr()), "the first server is untouched");
+    }
+
+    #[test]
+    fn a_restart_in_the_same_directory_waits_for_its_own_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || RedisServerOptions {
+            dir: Some(dir.path().to_path_buf()),
+            ..RedisServerOptions::default()
+        };
+        let mut first = RedisServer::start(opts()).expect("redis-server must be installed");
+        first.stop();
+        let second = RedisServer::start(opts()).expect("restart in the same directory");
+        assert!(ping(second.addr()));
     }
 }
