@@ -16,6 +16,8 @@ reads Redis's own CPU time (`INFO cpu`) before and after. Three runs:
 
 usage: bench/append_cost.py [events_per_call=8] [calls=20000]
 APPEND_SCRIPT=path measures another version of the script (to compare two).
+RECORD=full sends the 12-field record instead of the packed one (`t`, `v`,
+`e`, `i`) that ingest stores (schema/src/event.rs).
 INSTRUCTIONS=1 runs redis-server under valgrind's callgrind and reports the
 instructions Redis executes per event as well: repeatable where CPU time on
 a shared machine is not (slow: use fewer calls, e.g. 8 2000).
@@ -35,6 +37,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["t", "s", "n", "u", "r", "v", "a", "c", "p", "$", "w", "i"]
+PACKED = os.environ.get("RECORD", "packed") != "full"
 SESSION_TIMEOUT_MS = 30 * 60 * 1000
 
 
@@ -111,19 +114,24 @@ class Conn:
         return self.cpu_seconds() - before, instructions
 
 
-def record_values(visitor):
-    # The values of bench/ingest.sh's payload after enrichment; the last
-    # (session) is filled in by the script.
-    return ["", "shop.example", "", "/products/item-3?utm_source=newsletter", "https://www.google.com/",
-            str(visitor), "Chrome\x1fWindows 10\x1fdesktop", "", "", "", "1", ""]
+def record_fields(visitor):
+    """Field names and values of bench/ingest.sh's payload after enrichment,
+    as ingest's writer sends them; the time (first) and the session (last)
+    are set by the script."""
+    values = ["", "shop.example", "", "/products/item-3?utm_source=newsletter", "https://www.google.com/",
+              str(visitor), "Chrome\x1fWindows 10\x1fdesktop", "", "", "", "1", ""]
+    if PACKED:
+        return ["t", "v", "e", "i"], [values[0], values[5], "\x1e".join(values[1:5] + values[6:-1]), values[-1]]
+    return FIELDS, values
 
 
 def append_call(sha, n, visitors, now_ms, rng):
     keys = ["tally:{s03}:events"]
-    argv = [n, len(FIELDS), SESSION_TIMEOUT_MS] + FIELDS
+    names, _ = record_fields(0)
+    argv = [n, len(names), SESSION_TIMEOUT_MS] + names
     for visitor in visitors:
         keys.append(f"tally:{{s03}}:visit:shop.example:{visitor}")
-        values = record_values(visitor)
+        _, values = record_fields(visitor)
         values[0] = now_ms
         argv += [rng.randrange(1, 2**62), now_ms] + values
     return resp(["EVALSHA", sha, len(keys)] + keys + argv)
@@ -171,12 +179,13 @@ def main():
         conn.call("FLUSHALL")
 
         xadd = ["XADD", "tally:{s03}:events", "*"]
-        for name, value in zip(FIELDS, record_values(7)):
+        for name, value in zip(*record_fields(7)):
             xadd += [name, value]
         xadd[4], xadd[-1] = "-3", "4815162342"
         results.append(("plain XADD, pipelined (reference)", conn.pipelined([resp(xadd)], events)))
 
-        print(f"Redis CPU per event, {n} events per script call, {events} events per run:")
+        layout = "packed" if PACKED else "12-field"
+        print(f"Redis CPU per event, {layout} record, {n} events per script call, {events} events per run:")
         ref_seconds, ref_instructions = results[-1][1]
         for label, (seconds, instructions) in results:
             line = f"  {label:42s} {seconds * 1e6 / events:6.2f} us  ({seconds / ref_seconds:.2f}x XADD)"

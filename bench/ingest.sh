@@ -107,5 +107,4 @@ echo "  events/s: $(( $(field "$B" rps | cut -d. -f1) * 100 )), batch events sto
 [ "$((after - before))" -ge "$((okb * 100))" ] || { echo "LOST BATCH EVENTS" >&2; exit 1; }
 echo "redis-benchmark XADD, pipeline 64, same record shape:"
 redis-benchmark -p "$RPORT" -P 64 -c "$BCONNS" -n 2000000 -q XADD bench:xadd '*' \
-  t -2 s shop.example n "" u /products/item-3?utm_source=newsletter r https://www.google.com/ \
-  v -4011563371455215425 a $'Chrome\x1fWindows 10\x1fdesktop' c "" p "" '$' "" w "" i 4815162342 | tr '\r' '\n' | grep -E 'requests per second' | tail -1
+  t -2 v -4011563371455215425 e $'shop.example\x1e\x1e/products/item-3?utm_source=newsletter\x1ehttps://www.google.com/\x1eChrome\x1fWindows 10\x1fdesktop\x1e\x1e\x1e\x1e' i 4815162342 | tr '\r' '\n' | grep -E 'requests per second' | tail -1

@@ -2,15 +2,16 @@
 //!
 //! Request handlers hand their event to one writer task over a bounded queue
 //! and wait for its verdict. The writer takes whatever has queued up (never
-//! waiting for more), groups it by shard stream (one Redis Cluster slot each),
-//! and sends each group as one call of the append script (`append.lua`),
+//! waiting for more), groups it by shard stream (one Redis Cluster slot
+//! each) and record layout (packed or not, see `schema::event`), and sends
+//! each group as one call of the append script (`append.lua`),
 //! which assigns each event its session and `XADD`s it, with several calls
 //! in flight. Under load many requests share one round trip; when idle an
 //! event is written at once, so no request waits for a timer. A handler
 //! answers 202 only after its own entry id came back.
 
 use redis::{Script, Value};
-use schema::event::{RECORD_FIELDS, SESSION_TIMEOUT_MS};
+use schema::event::SESSION_TIMEOUT_MS;
 use schema::keys::visit_key;
 use schema::store::RedisConn;
 use schema::{Event, Shard};
@@ -48,6 +49,31 @@ struct WriteRequest {
     shard: Shard,
     event: Event,
     reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// The stream record of an event: its field names (the same for every event
+/// of one append call) and values.
+struct Record {
+    /// [`Event::to_packed_fields`] (what nearly every event is stored as),
+    /// or [`Event::to_fields`] for an event with a value that cannot be
+    /// packed.
+    packed: bool,
+    values: Vec<String>,
+}
+
+impl Record {
+    fn of(e: &Event) -> Record {
+        match e.to_packed_fields() {
+            Some(fields) => Record {
+                packed: true,
+                values: fields.into_iter().map(|(_, v)| v).collect(),
+            },
+            None => Record {
+                packed: false,
+                values: e.to_fields().into_iter().map(|(_, v)| v).collect(),
+            },
+        }
+    }
 }
 
 /// Tuning of the writer.
@@ -109,11 +135,16 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
     let mut in_flight = JoinSet::new();
     let mut batch = Vec::with_capacity(opts.max_batch);
     while rx.recv_many(&mut batch, opts.max_batch).await > 0 {
-        let mut by_shard: HashMap<Shard, Vec<WriteRequest>> = HashMap::new();
+        // One append call per shard and record layout.
+        let mut by_shard: HashMap<(Shard, bool), Vec<(WriteRequest, Record)>> = HashMap::new();
         for req in batch.drain(..) {
-            by_shard.entry(req.shard).or_default().push(req);
+            let record = Record::of(&req.event);
+            by_shard
+                .entry((req.shard, record.packed))
+                .or_default()
+                .push((req, record));
         }
-        for (shard, reqs) in by_shard {
+        for ((shard, _), reqs) in by_shard {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
@@ -129,22 +160,29 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<WriteRequest>) {
+/// Append `reqs` (records of one layout) to `shard`'s stream in one call.
+async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<(WriteRequest, Record)>) {
+    let names: &[&str] = match reqs.first() {
+        Some((_, r)) if r.packed => &Event::packed_field_names(),
+        Some(_) => &Event::field_names(),
+        None => return,
+    };
     let mut inv = APPEND.prepare_invoke();
     inv.key(shard.stream_key());
-    inv.arg(reqs.len()).arg(RECORD_FIELDS).arg(SESSION_TIMEOUT_MS);
+    inv.arg(reqs.len()).arg(names.len()).arg(SESSION_TIMEOUT_MS);
     // The field names once per call; per event only the values.
-    for name in Event::field_names() {
-        inv.arg(name);
+    for name in names {
+        inv.arg(*name);
     }
-    for r in &reqs {
+    for (r, record) in &reqs {
         let e = &r.event;
         inv.key(visit_key(&e.site, e.visitor_id));
         inv.arg(candidate_session(e)).arg(e.ts_ms);
-        for (_, v) in e.to_fields() {
+        for v in &record.values {
             inv.arg(v);
         }
     }
+    let reqs: Vec<WriteRequest> = reqs.into_iter().map(|(r, _)| r).collect();
     let started = std::time::Instant::now();
     let result: Result<Vec<Value>, _> = inv.invoke_async(&mut conn).await;
     metrics::histogram!("tally_ingest_pipeline_seconds").record(started.elapsed().as_secs_f64());

@@ -135,6 +135,63 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_packed_unless_a_value_holds_the_separator() {
+    let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let ingest = start(&redis, &[SITE], |_| {}).await;
+    let mut conn = ingest.conn.clone();
+    let http = reqwest::Client::new();
+    let odd_referrer = "https://news.test/a\u{1e}b";
+    let mut odd = ev("/odd");
+    odd["r"] = json!(odd_referrer);
+    let mut plain = ev("/plain");
+    plain["r"] = json!("https://news.test/");
+    let resp = http
+        .post(format!("{}/api/events", ingest.base))
+        .header("user-agent", UA)
+        .json(&json!({"events": [plain, odd]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(schema::Shard::of_site(SITE).stream_key())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut layouts: Vec<(String, Vec<String>)> = raw
+        .ids
+        .iter()
+        .map(|entry| {
+            let e = schema::Event::from_stream_id(entry).unwrap();
+            let mut names: Vec<String> = entry.map.keys().cloned().collect();
+            names.sort();
+            assert_eq!(
+                e.referrer,
+                if e.path() == "/odd" {
+                    odd_referrer
+                } else {
+                    "https://news.test/"
+                }
+            );
+            (e.path().to_owned(), names)
+        })
+        .collect();
+    layouts.sort();
+    assert_eq!(layouts[0].0, "/odd");
+    assert_eq!(layouts[0].1.len(), 12, "stored unpacked: {:?}", layouts[0].1);
+    assert_eq!(
+        layouts[1],
+        (
+            "/plain".to_owned(),
+            vec!["e".into(), "i".into(), "t".into(), "v".into()]
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_over_its_rate_gets_429_and_others_go_on() {
     let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
     let ingest = start(&redis, &[SITE, "other.test"], |c| c.site_rate_limit = 0.5).await;

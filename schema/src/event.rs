@@ -21,6 +21,12 @@
 //!   source and the UTM fields are computed on decode (see [`crate::source`]),
 //!   so a replay with improved rules re-derives them from the raw facts.
 //!
+//! - as ingest stores it ([`Event::to_packed_fields`]), the nine text values
+//!   between the time and the session packed into one field `e`, joined by
+//!   U+001E: Redis parses, copies and logs two argument pairs per event
+//!   (`v`, `e`) instead of ten. An event with U+001E in a value (a referrer is kept as
+//!   sent) is stored with the twelve fields.
+//!
 //! Decoding tolerates missing fields, ignores unknown ones, and still reads
 //! the earlier layout (separate `b`, `o`, `d` and `x` fields, absolute `t`,
 //! the name always spelled out).
@@ -183,6 +189,9 @@ mod field {
     /// `1` returning, `0` new, empty unknown; then `x` if not interactive.
     pub const FLAGS: &str = "w";
     pub const SESSION: &str = "i";
+    /// The values of `s` to `w` but `v`, in that order, joined by U+001E:
+    /// the packed record (see [`super::Event::to_packed_fields`]).
+    pub const PACKED: &str = "e";
     // The earlier layout's separate fields (also b browser, o OS), still
     // decoded.
     pub const DEVICE: &str = "d";
@@ -203,6 +212,17 @@ pub const SESSION_TIMEOUT_MS: i64 = 30 * 60_000;
 
 /// Number of fields of a stream record.
 pub const RECORD_FIELDS: usize = 12;
+
+/// Number of fields of a packed stream record (`t`, `v`, `e`, `i`).
+pub const PACKED_FIELDS: usize = 4;
+
+/// Separator of the values in a packed record's `e` (U+001E, the ASCII
+/// record separator).
+const PACK_SEPARATOR: char = '\u{1e}';
+
+/// Decode slots of the values packed into `e`, in their order (`s`, `n`,
+/// `u`, `r`, `a`, `c`, `p`, `$`, `w`).
+const PACKED_SLOTS: [usize; 9] = [1, 2, 3, 4, 15, 9, 10, 11, 12];
 
 /// Split a URL into the part after `https://<site>`, if it has that prefix.
 fn relative_to_site<'a>(url: &'a str, site: &str) -> Option<&'a str> {
@@ -317,6 +337,48 @@ impl Event {
         ]
     }
 
+    /// The record as ingest stores it: four fields, `t`, the visitor `v`
+    /// (an integer, which a listpack stores in 9 bytes rather than as 20
+    /// characters), the other values of `s` to `w` of [`Event::to_fields`]
+    /// joined by U+001E in `e`, then the session `i` (last, for the append
+    /// script). Two `XADD` argument pairs instead of ten cost Redis less per
+    /// event (`bench/append_cost.py`).
+    /// `None` when a value contains U+001E (a referrer may: it is stored
+    /// as sent); such an event is stored with [`Event::to_fields`].
+    pub fn to_packed_fields(&self) -> Option<[(&'static str, String); PACKED_FIELDS]> {
+        let [
+            t,
+            site,
+            name,
+            url,
+            referrer,
+            visitor,
+            agent,
+            country,
+            props,
+            revenue,
+            flags,
+            session,
+        ] = self.to_fields();
+        let middle = [site, name, url, referrer, agent, country, props, revenue, flags];
+        if middle.iter().any(|(_, v)| v.contains(PACK_SEPARATOR)) {
+            return None;
+        }
+        let mut packed = String::with_capacity(middle.iter().map(|(_, v)| v.len() + 1).sum());
+        for (i, (_, v)) in middle.iter().enumerate() {
+            if i > 0 {
+                packed.push(PACK_SEPARATOR);
+            }
+            packed.push_str(v);
+        }
+        Some([t, visitor, (field::PACKED, packed), session])
+    }
+
+    /// The field names of [`Event::to_packed_fields`], in its order.
+    pub fn packed_field_names() -> [&'static str; PACKED_FIELDS] {
+        [field::TS, field::VISITOR, field::PACKED, field::SESSION]
+    }
+
     /// Decode from the field/value pairs of a stream entry whose event time
     /// is absolute (as [`Event::to_fields`] writes it).
     pub fn from_fields<'a, I>(pairs: I) -> Result<Event, DecodeError>
@@ -352,6 +414,17 @@ impl Event {
                 b"x" => 13,
                 b"i" => 14,
                 b"a" => 15,
+                b"e" => {
+                    let packed = std::str::from_utf8(v).map_err(|_| DecodeError::Invalid(field::PACKED))?;
+                    let mut values = packed.split(PACK_SEPARATOR);
+                    for slot in PACKED_SLOTS {
+                        f[slot] = Some(values.next().ok_or(DecodeError::Invalid(field::PACKED))?);
+                    }
+                    if values.next().is_some() {
+                        return Err(DecodeError::Invalid(field::PACKED));
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             f[slot] = Some(std::str::from_utf8(v).map_err(|_| DecodeError::Invalid("utf-8"))?);
@@ -541,6 +614,58 @@ mod tests {
         other.url = "http://www.example.com/".into();
         assert_eq!(other.to_fields()[3].1, "http://www.example.com/");
         assert_eq!(round_trip(&other).url, "http://www.example.com/");
+    }
+
+    #[test]
+    fn packs_the_middle_values_into_one_field() {
+        let mut e = sample();
+        e.props.sort();
+        let packed = e.to_packed_fields().expect("packable");
+        let names: Vec<&str> = packed.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, Event::packed_field_names());
+        assert_eq!(packed[0].1, "1795000000000");
+        assert_eq!(packed[1].1, (0xdead_beef_0000_0001_u64 as i64).to_string());
+        assert_eq!(packed[3].1, (0x7eed_0000_0000_0042_i64).to_string());
+        let values: Vec<&str> = packed[2].1.split('\u{1e}').collect();
+        assert_eq!(values.len(), 9);
+        assert_eq!(
+            &values[..4],
+            ["example.com", "add_to_cart", "/shop?x=1", "https://www.google.com/"]
+        );
+        assert_eq!(values[4], "Chrome\u{1f}Windows 10\u{1f}desktop");
+        // Relative time, as the append script stores it.
+        let pairs = [
+            ("t", "-5"),
+            ("v", packed[1].1.as_str()),
+            ("e", packed[2].1.as_str()),
+            ("i", "42"),
+        ];
+        let mut back = Event::from_entry(
+            Some("1795000000005-3"),
+            pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        )
+        .unwrap();
+        back.props.sort();
+        assert_eq!(
+            back,
+            Event {
+                session_id: 42,
+                ..e.clone()
+            }
+        );
+        // Too few or too many values are refused, not misread.
+        for bad in ["a\u{1e}b", &format!("{}\u{1e}x", packed[2].1)] {
+            let pairs = [("t", "1795000000000"), ("v", "1"), ("e", bad)];
+            assert_eq!(
+                Event::from_fields(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
+                Err(DecodeError::Invalid("e"))
+            );
+        }
+        e.referrer = "https://a.test/\u{1e}".into();
+        assert!(
+            e.to_packed_fields().is_none(),
+            "the separator in a value: stored unpacked"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use tally_schema::Event;
 use tally_schema::event::{ABSOLUTE_TS_MIN, Device, Revenue};
 
+const SEPARATOR: char = '\u{1e}';
+
 fn event() -> impl Strategy<Value = Event> {
     (
         ABSOLUTE_TS_MIN..4_102_444_800_000i64,
@@ -40,7 +42,20 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_entries_never_panic(pairs in prop::collection::vec((prop::sample::select(vec!["t", "s", "n", "u", "r", "v", "a", "b", "o", "d", "c", "p", "$", "w", "x", "i"]), prop::collection::vec(any::<u8>(), 0..40)), 0..16)) {
+    fn packed_round_trip(e in event(), referrer in ".{0,8}") {
+        let mut e = e;
+        e.referrer = referrer;
+        match e.to_packed_fields() {
+            Some(fields) => {
+                let back = Event::from_fields(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).unwrap();
+                prop_assert_eq!(back, e);
+            }
+            None => prop_assert!(e.referrer.contains(SEPARATOR), "unpackable without the separator"),
+        }
+    }
+
+    #[test]
+    fn arbitrary_entries_never_panic(pairs in prop::collection::vec((prop::sample::select(vec!["t", "e", "s", "n", "u", "r", "v", "a", "b", "o", "d", "c", "p", "$", "w", "x", "i"]), prop::collection::vec(any::<u8>(), 0..40)), 0..16)) {
         let _ = Event::from_fields(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
         let _ = Event::from_entry(Some("18446744073709551615-0"), pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
     }
