@@ -101,14 +101,8 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
     let old = events.iter().find(|e| e.path() == "/old").unwrap();
     assert_eq!(old.ts_ms, old_ts, "a back-dated time survives its storage");
     // Times are stored relative to the entry id's milliseconds: small numbers.
-    let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(schema::Shard::of_site(SITE).stream_key())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    for entry in &raw.ids {
+    let raw = common::stream_entries(&mut conn, SITE).await;
+    for entry in &raw {
         let t: i64 = entry.get("t").unwrap();
         assert!(t.abs() < schema::event::ABSOLUTE_TS_MIN, "{} t={t}", entry.id);
     }
@@ -154,15 +148,8 @@ async fn records_are_packed_unless_a_value_holds_the_separator() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
-    let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(schema::Shard::of_site(SITE).stream_key())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let raw = common::stream_entries(&mut conn, SITE).await;
     let mut layouts: Vec<(String, Vec<String>)> = raw
-        .ids
         .iter()
         .map(|entry| {
             let e = schema::Event::from_stream_id(entry).unwrap();

@@ -125,14 +125,8 @@ async fn entries_after_a_future_id_keep_absolute_times() {
         ]
     );
     assert_eq!(events[1].session_id, events[2].session_id);
-    let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    for entry in &raw.ids[1..] {
+    let raw = common::stream_entries(&mut conn, SITE).await;
+    for entry in &raw[1..] {
         let t: i64 = entry.get("t").unwrap();
         assert!(t >= schema::event::ABSOLUTE_TS_MIN, "absolute time stored: {t}");
     }

@@ -54,8 +54,8 @@ pub async fn stream_length(conn: &mut RedisConn) -> u64 {
     total
 }
 
-/// The decoded events in `site`'s shard stream, oldest first.
-pub async fn stream_events(conn: &mut RedisConn, site: &str) -> Vec<schema::Event> {
+/// The entries of `site`'s shard stream as stored, oldest first.
+pub async fn stream_entries(conn: &mut RedisConn, site: &str) -> Vec<redis::streams::StreamId> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(Shard::of_site(site).stream_key())
         .arg("-")
@@ -63,8 +63,13 @@ pub async fn stream_events(conn: &mut RedisConn, site: &str) -> Vec<schema::Even
         .query_async(conn)
         .await
         .unwrap();
-    reply
-        .ids
+    reply.ids
+}
+
+/// The decoded events in `site`'s shard stream, oldest first.
+pub async fn stream_events(conn: &mut RedisConn, site: &str) -> Vec<schema::Event> {
+    stream_entries(conn, site)
+        .await
         .iter()
         .map(|e| schema::Event::from_stream_id(e).unwrap())
         .collect()
