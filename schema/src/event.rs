@@ -19,13 +19,12 @@
 //!   non-interactive mark another (`w`);
 //! - what can be derived is not stored: the path, the category, the referrer
 //!   source and the UTM fields are computed on decode (see [`crate::source`]),
-//!   so a replay with improved rules re-derives them from the raw facts.
-//!
+//!   so a replay with improved rules re-derives them from the raw facts;
 //! - as ingest stores it ([`Event::to_packed_fields`]), the nine text values
 //!   between the time and the session packed into one field `e`, joined by
-//!   U+001E: Redis parses, copies and logs two argument pairs per event
-//!   (`v`, `e`) instead of ten. An event with U+001E in a value (a referrer is kept as
-//!   sent) is stored with the twelve fields.
+//!   U+001E, so that Redis parses, copies and logs two argument pairs per
+//!   event (`v`, `e`) instead of ten. An event with U+001E in a value (a
+//!   referrer is kept as sent) is stored with the twelve fields.
 //!
 //! Decoding tolerates missing fields, ignores unknown ones, and still reads
 //! the earlier layout (separate `b`, `o`, `d` and `x` fields, absolute `t`,
