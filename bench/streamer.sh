@@ -24,23 +24,40 @@
 # events of a batch share a bucket. 0 stamps them as they are sent, as a
 # stream that filled up while the streamer was down looks.
 # REDIS_EXTRA_ARGS adds redis-server options (e.g. "--hll-sparse-max-bytes 600").
-# needs: redis-server, redis-benchmark, python3 with psycopg2
+# TALLY_BIN=path measures that binary instead of building this checkout.
+# INSTRUCTIONS=1 runs redis-server and the streamer under valgrind's callgrind
+# and reports the instructions each executes per drained event (repeatable to
+# about 1 % on a noisy host, where wall-clock figures are not); it stops after
+# the drain's verify, since times under valgrind mean nothing. CALLGRIND_DIR=dir
+# keeps the dumps there, for callgrind_annotate.
+# needs: redis-server, redis-benchmark, python3 with psycopg2 (and valgrind
+# for INSTRUCTIONS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-500000}"; SITES="${2:-10}"; STREAMERS="${3:-1}"; RATE="${4:-20000}"; PROBES="${5:-200}"; BACKFILL="${6:-24}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tally-target}"
 for b in redis-server redis-cli redis-benchmark python3; do command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }; done
 python3 -c 'import psycopg2' || { echo "missing psycopg2 (pip install -r tests/clients/requirements.txt)" >&2; exit 1; }
-cargo build --release --quiet --bin tally
-TALLY="$CARGO_TARGET_DIR/release/tally"
+if [ -z "${TALLY_BIN:-}" ]; then cargo build --release --quiet --bin tally; fi
+TALLY="${TALLY_BIN:-$CARGO_TARGET_DIR/release/tally}"
+COUNT="${INSTRUCTIONS:-0}"
 WORK="$(mktemp -d)"
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port); IPORT=$(free_port); GPORT=$(free_port); HPORT=$(free_port)
 
-# shellcheck disable=SC2086 # REDIS_EXTRA_ARGS: extra redis-server options, split on spaces
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --daemonize yes --logfile "$WORK/redis.log" ${REDIS_EXTRA_ARGS:-}
+REDIS_ARGS=(--port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --appendfsync everysec --save "" --logfile "$WORK/redis.log")
+# shellcheck disable=SC2206 # REDIS_EXTRA_ARGS: extra redis-server options, split on spaces
+REDIS_ARGS+=(${REDIS_EXTRA_ARGS:-})
+if [ "$COUNT" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 1; }
+  # Counting starts at the drain (callgrind_control -i on), not at the prefill.
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/redis.cg.%p" redis-server "${REDIS_ARGS[@]}" 2>/dev/null &
+  RPID=$!
+else
+  redis-server "${REDIS_ARGS[@]}" --daemonize yes
+fi
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export REDIS_URL="redis://127.0.0.1:$RPORT" TALLY_LOG=warn
 R() { redis-cli -p "$RPORT" "$@"; }
@@ -72,11 +89,28 @@ MEM0=$(info memory used_memory); CPU0=$(cpu)
 R config resetstat >/dev/null
 
 echo "== drain with $STREAMERS streamer process(es)"
+# Total instructions in a callgrind dump.
+cg_total() { sed -n 's/^\(totals\|summary\): \([0-9]*\).*/\2/p' "$1" | head -1; }
+WRAP=()
+if [ "$COUNT" = 1 ]; then
+  callgrind_control -i on "$RPID" >/dev/null 2>&1
+  WRAP=(valgrind --tool=callgrind --callgrind-out-file="$WORK/streamer.cg.%p")
+fi
 T0=$(now)
 SPIDS=()
-for i in $(seq 1 "$STREAMERS"); do "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" & SPIDS+=($!); done
+for i in $(seq 1 "$STREAMERS"); do "${WRAP[@]}" "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" 2>/dev/null & SPIDS+=($!); done
 until drained; do sleep 0.05; done
 T1=$(now); CPU1=$(cpu); MEM1=$(info memory used_memory)
+if [ "$COUNT" = 1 ]; then
+  callgrind_control -d "$RPID" >/dev/null 2>&1
+  RINS=$(for f in "$WORK"/redis.cg.*; do cg_total "$f"; done | paste -sd+ | bc)
+  kill -TERM "${SPIDS[@]}"; wait "${SPIDS[@]}" 2>/dev/null || true
+  SINS=$(for f in "$WORK"/streamer.cg.*; do cg_total "$f"; done | paste -sd+ | bc)
+  if [ -n "${CALLGRIND_DIR:-}" ]; then mkdir -p "$CALLGRIND_DIR" && cp "$WORK"/*.cg.* "$CALLGRIND_DIR"/; fi
+  echo "INSTRUCTIONS per event: redis=$((RINS / ENTRIES)) streamer=$((SINS / ENTRIES)) (callgrind, $ENTRIES events; the streamer's include its start and stop)"
+  "$TALLY" verify | tail -1
+  exit 0
+fi
 # CPU seconds of the streamer processes (utime + stime, clock ticks).
 SCPU=$(for p in "${SPIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | python3 -c "import os, sys; print(sum(float(l) for l in sys.stdin) / os.sysconf('SC_CLK_TCK'))")
 echo "STREAMER cpu_seconds=$SCPU us_per_event=$(python3 -c "print(round($SCPU / $ENTRIES * 1e6, 2))")"

@@ -9,6 +9,9 @@
 //! - [`aggregate`]: batch -> per-key deltas (pure, order-independent).
 //! - [`apply`]: the exactly-once apply script and its client side.
 //! - [`consumer`]: the per-shard read / reclaim / apply loop.
+//! - [`ttl_cache`], [`member_cache`]: what a shard loop's applied batches
+//!   already did to sketches (lifetimes set, members added), left out of
+//!   later batches.
 //! - [`progress`]: lag and pending entries per shard.
 //! - [`retention`]: stream trimming that never drops unapplied entries;
 //!   removal of consumers of dead processes.
@@ -19,6 +22,7 @@
 pub mod aggregate;
 pub mod apply;
 pub mod consumer;
+pub mod member_cache;
 pub mod progress;
 pub mod replay;
 pub mod retention;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Lifetimes shorter than this are always renewed.
-const MIN_LIFETIME: Duration = Duration::from_secs(3600);
+pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(3600);
 
 pub struct TtlCache {
     set_at: HashMap<String, Instant>,
@@ -41,7 +41,9 @@ impl TtlCache {
         let now = Instant::now();
         let mut sent = Vec::new();
         for ((key, _), (delta, ttl)) in deltas.ops.iter_mut() {
-            if !matches!(delta, Delta::Union(_)) || *ttl == 0 || Duration::from_secs(*ttl) < MIN_LIFETIME {
+            // An emptied sketch op (see `member_cache`) is not sent at all.
+            let sketch = matches!(delta, Delta::Union(members) if !members.is_empty());
+            if !sketch || *ttl == 0 || Duration::from_secs(*ttl) < MIN_LIFETIME {
                 continue;
             }
             match self.set_at.get(key) {
