@@ -160,7 +160,7 @@ mod tests {
                 .iter()
                 .filter(|(_, (delta, _))| !matches!(delta, Delta::Union(_)))
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<BTreeSet<_>>()
+                .collect::<std::collections::BTreeMap<_, _>>()
         };
         assert_eq!(counters(&later), counters(&batch(&[1, 2, 3])), "counters untouched");
     }
