@@ -10,7 +10,10 @@
 # of 2xx answers wrk saw. The batch run posts 100 events per request to
 # POST /api/events (each with its own visitor address, as a server forwarding
 # traffic sends them), beside `redis-benchmark -P 64` XADDing a record of the
-# same shape to a bare stream.
+# same shape to a bare stream. For both Tally runs it also prints the CPU
+# time ingest and Redis spent per stored event (from /proc, over the wrk
+# run): on a shared two-core machine the rates move with whatever else runs,
+# the CPU per event much less.
 #
 # usage: bench/ingest.sh [duration_s=10] [connections=64] [threads=2]
 # TALLY_BIN=path measures that binary instead of building this checkout.
@@ -32,6 +35,14 @@ until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export REDIS_URL="redis://127.0.0.1:$RPORT" TALLY_LOG=warn
 "$TALLY" sites add shop.example >/dev/null
 "$TALLY" ingest --ingest-addr "127.0.0.1:$IPORT" &
+INGEST_PID=$!
+REDIS_PID=$(redis-cli -p "$RPORT" info server | tr -d '\r' | sed -n 's/^process_id://p')
+# CPU seconds (user + system) of a process so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# "ingest_cpu_us_per_event=.. redis_cpu_us_per_event=.." between two samples.
+cpu_per_event() {
+  python3 -c "import sys; i0,i1,r0,r1,n=map(float,sys.argv[1:]); n=max(n,1); print(f'ingest_cpu_us_per_event={(i1-i0)/n*1e6:.2f} redis_cpu_us_per_event={(r1-r0)/n*1e6:.2f}')" "$@"
+}
 mkdir -p "$WORK/nginx/logs"
 cat > "$WORK/nginx/nginx.conf" <<NGINX
 worker_processes auto;
@@ -67,13 +78,17 @@ for p in "$IPORT" "$NPORT"; do until curl -s -o /dev/null "http://127.0.0.1:$p/"
 
 run() { wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$1" | grep '^RESULT'; }
 echo "nginx (204):"; N=$(run "http://127.0.0.1:$NPORT/api/event"); echo "  $N"
-echo "tally ingest (202 after XADD):"; T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
+echo "tally ingest (202 after XADD):"
+i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
+T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
+i1=$(cpu_s "$INGEST_PID"); r1=$(cpu_s "$REDIS_PID")
 
 field() { sed -E "s/.*$2=([0-9.]+).*/\1/" <<<"$1"; }
 count_stored() { local t=0 n; for s in $(seq 0 15); do n=$(redis-cli -p "$RPORT" xlen "tally:{s$(printf %02d "$s")}:events"); t=$((t + n)); done; echo "$t"; }
 stored=$(count_stored)
 ok=$(( $(field "$T" requests) - $(field "$T" non2xx) ))
 echo "events in streams: $stored, 2xx answers: $ok"
+echo "  CPU $(cpu_per_event "$i0" "$i1" "$r0" "$r1" "$stored")"
 echo "ratio ingest/nginx: $(python3 -c "print(round($(field "$T" rps)/$(field "$N" rps), 3))")"
 mem=$(redis-cli -p "$RPORT" memory usage "tally:{s$(printf %02d "$(python3 -c 'h=0x811c9dc5
 for b in b"shop.example": h=((h^b)*0x01000193)&0xffffffff
@@ -98,10 +113,13 @@ wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebK
 PY
 cat "$WORK/report.lua" >> "$WORK/batch.lua"
 before=$(count_stored)
+i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
 BCONNS=16
 echo "tally ingest batch (100 events per request, $BCONNS connections):"
 B=$(wrk -t"$THREADS" -c"$BCONNS" -d"${DURATION}s" --latency -s "$WORK/batch.lua" "http://127.0.0.1:$IPORT/api/events" | grep '^RESULT'); echo "  $B"
+i1=$(cpu_s "$INGEST_PID"); r1=$(cpu_s "$REDIS_PID")
 after=$(count_stored)
+echo "  CPU $(cpu_per_event "$i0" "$i1" "$r0" "$r1" "$((after - before))")"
 okb=$(( $(field "$B" requests) - $(field "$B" non2xx) ))
 echo "  events/s: $(( $(field "$B" rps | cut -d. -f1) * 100 )), batch events stored: $((after - before)), in 2xx answers: $((okb * 100))"
 [ "$((after - before))" -ge "$((okb * 100))" ] || { echo "LOST BATCH EVENTS" >&2; exit 1; }

@@ -281,44 +281,54 @@ async fn post_event(
     Ok(resp)
 }
 
-/// One event of a batch: the tracker's fields plus, optionally, the
-/// visitor's address and user agent when a server forwards its traffic.
+/// The body of `POST /api/events`, decoded in one pass when every event in
+/// it is well-formed (the usual case).
 #[derive(serde::Deserialize)]
-struct BatchEvent {
-    #[serde(flatten)]
-    event: payload::RawEvent,
-    ip: Option<String>,
-    #[serde(alias = "userAgent")]
-    user_agent: Option<String>,
+struct Batch {
+    events: Vec<payload::RawEvent>,
+}
+
+/// The same body, event by event, so that one malformed event is refused
+/// alone and the others are still stored.
+#[derive(serde::Deserialize)]
+struct LenientBatch {
+    events: Vec<serde_json::Value>,
 }
 
 /// `POST /api/events`: `{"events": [event, ...]}`, at most
-/// `max_batch_events`. Answers 200 with one result per event, in order
-/// (`{"status": 202}`, `{"status": 202, "dropped": "bot"}`, or the status
-/// and `error` of a refusal); 503 with `Retry-After` if any event could not
-/// be stored for want of Redis (the results say which, so only those are
-/// sent again).
+/// `max_batch_events`. Each event has the tracker's fields plus, optionally,
+/// `ip` and `user_agent` of the visitor when a server forwards its traffic.
+/// Answers 200 with one result per event, in order (`{"status": 202}`,
+/// `{"status": 202, "dropped": "bot"}`, or the status and `error` of a
+/// refusal); 503 with `Retry-After` if any event could not be stored for
+/// want of Redis (the results say which, so only those are sent again).
 async fn post_batch(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Batch {
-        events: Vec<serde_json::Value>,
-    }
     let bytes = read_body(&state, body).await?;
-    let batch: Batch = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("body is not {{\"events\": [...]}}: {e}"),
-        )
-    })?;
-    if batch.events.is_empty() {
+    let events: Vec<Result<payload::RawEvent, Rejection>> = match serde_json::from_slice::<Batch>(&bytes) {
+        Ok(batch) => batch.events.into_iter().map(Ok).collect(),
+        Err(_) => {
+            let batch: LenientBatch = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not {{\"events\": [...]}}: {e}"),
+                )
+            })?;
+            batch
+                .events
+                .into_iter()
+                .map(|v| serde_json::from_value(v).map_err(|e| Rejection::Json(e.to_string())))
+                .collect()
+        }
+    };
+    if events.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "events is empty"));
     }
-    if batch.events.len() > state.max_batch_events {
+    if events.len() > state.max_batch_events {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("at most {} events per request", state.max_batch_events),
@@ -327,71 +337,78 @@ async fn post_batch(
     let request = Sender::of_request(&state, &headers, peer);
     let now = now_ms();
     // All events go to the writer together, so they share group commits.
-    let results = futures::future::join_all(batch.events.into_iter().map(|value| {
+    let results = futures::future::join_all(events.into_iter().map(|one| {
         let state = &state;
         let request = &request;
         async move {
-            let one: BatchEvent = serde_json::from_value(value).map_err(|e| Rejection::Json(e.to_string()))?;
+            let mut one = one?;
             // A forwarded visitor's own address decides their country; the
             // request's header describes the forwarding server.
-            let sender = match one.ip {
+            let user_agent = one.user_agent.take().unwrap_or_else(|| request.user_agent.clone());
+            let sender = match one.ip.take() {
                 Some(ip) => Sender {
                     country: geo_country(state, &ip),
                     ip,
-                    user_agent: one.user_agent.unwrap_or_else(|| request.user_agent.clone()),
+                    user_agent,
                 },
                 None => Sender {
                     ip: request.ip.clone(),
-                    user_agent: one.user_agent.unwrap_or_else(|| request.user_agent.clone()),
+                    user_agent,
                     country: request.country.clone(),
                 },
             };
-            ingest(state, one.event, &sender, now).await
+            ingest(state, one, &sender, now).await
         }
     }))
     .await;
-    let mut counts = [0u64; 3]; // accepted, dropped, refused
-    let mut retry = false;
-    let items: Vec<serde_json::Value> = results
-        .into_iter()
-        .map(|r: Result<Outcome, ApiError>| match r {
-            Ok(Outcome::Stored) => {
-                counts[0] += 1;
-                serde_json::json!({"status": 202})
-            }
-            Ok(Outcome::Dropped(reason)) => {
-                counts[1] += 1;
-                serde_json::json!({"status": 202, "dropped": reason})
-            }
-            Err(e) => {
-                counts[2] += 1;
-                retry |= e.retryable();
-                metrics::counter!("tally_ingest_events_rejected_total", "reason" => e.kind()).increment(1);
-                serde_json::json!({"status": e.status.as_u16(), "error": e.reason})
-            }
-        })
-        .collect();
+    let (body, retry) = batch_results(&results);
     let status = if retry {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    let mut resp = (
-        status,
-        axum::Json(serde_json::json!({
-            "accepted": counts[0],
-            "dropped": counts[1],
-            "rejected": counts[2],
-            "results": items,
-        })),
-    )
-        .into_response();
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if retry {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     cors(resp.headers_mut());
     Ok(resp)
+}
+
+/// The batch answer, `{"accepted": n, "dropped": n, "rejected": n,
+/// "results": [...]}`, written directly (most results are the same
+/// `{"status":202}`), and whether any event should be sent again.
+fn batch_results(results: &[Result<Outcome, ApiError>]) -> (String, bool) {
+    let mut counts = [0u64; 3]; // accepted, dropped, refused
+    let mut retry = false;
+    let mut items = String::with_capacity(results.len() * 16);
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            items.push(',');
+        }
+        match r {
+            Ok(Outcome::Stored) => {
+                counts[0] += 1;
+                items.push_str(r#"{"status":202}"#);
+            }
+            Ok(Outcome::Dropped(reason)) => {
+                counts[1] += 1;
+                items.push_str(&serde_json::json!({"status": 202, "dropped": reason}).to_string());
+            }
+            Err(e) => {
+                counts[2] += 1;
+                retry |= e.retryable();
+                metrics::counter!("tally_ingest_events_rejected_total", "reason" => e.kind()).increment(1);
+                items.push_str(&serde_json::json!({"status": e.status.as_u16(), "error": e.reason}).to_string());
+            }
+        }
+    }
+    let body = format!(
+        r#"{{"accepted":{},"dropped":{},"rejected":{},"results":[{items}]}}"#,
+        counts[0], counts[1], counts[2]
+    );
+    (body, retry)
 }
 
 /// The 202 answer: a constant body, built without serialising anything.

@@ -83,6 +83,13 @@ pub struct RawEvent {
     /// Engagement pings: deepest scroll, percent of the page.
     #[serde(alias = "sd")]
     pub scroll_depth: Option<u64>,
+    /// Batch endpoint only: the address of the visitor a server forwards
+    /// the event for. `POST /api/event` ignores it (the sender's own address
+    /// counts there), as it ignores any field it does not know.
+    pub ip: Option<String>,
+    /// Batch endpoint only: the forwarded visitor's user agent.
+    #[serde(alias = "userAgent")]
+    pub user_agent: Option<String>,
 }
 
 /// Longest engagement time accepted (Plausible's: under 30 days).

@@ -107,6 +107,41 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
         assert!(t.abs() < schema::event::ABSOLUTE_TS_MIN, "{} t={t}", entry.id);
     }
 
+    // An event that is not even the right shape (a name that is no string,
+    // an event that is no object) is refused alone; the others of its
+    // request are stored.
+    let mut forwarded_again = ev("/forwarded-again");
+    forwarded_again["ip"] = json!("203.0.113.9");
+    let mixed = json!({"events": [{"n": ["x"], "u": "https://api.test/", "d": SITE}, 42, forwarded_again]});
+    let r = http
+        .post(&url)
+        .header("user-agent", UA)
+        .json(&mixed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let statuses: Vec<u64> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![400, 400, 202], "{answer}");
+    assert!(
+        answer["results"][0]["error"].as_str().unwrap().contains("JSON"),
+        "{answer}"
+    );
+    assert_eq!(stream_length(&mut conn).await, 4);
+    let events = common::stream_events(&mut conn, SITE).await;
+    let again = events.iter().find(|e| e.path() == "/forwarded-again").unwrap();
+    let a = events.iter().find(|e| e.path() == "/a").unwrap();
+    assert_ne!(
+        again.visitor_id, a.visitor_id,
+        "the forwarded address counts on this path too (same user agent as /a)"
+    );
+
     // Whole-request refusals.
     let too_many = json!({"events": vec![ev("/x"); 101]});
     let r = http
@@ -123,7 +158,7 @@ async fn batch_answers_per_event_and_stores_exactly_the_accepted() {
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].is_string());
     }
-    assert_eq!(stream_length(&mut conn).await, 3, "nothing stored by refused requests");
+    assert_eq!(stream_length(&mut conn).await, 4, "nothing stored by refused requests");
     ingest.stop.cancel();
     ingest.task.await.unwrap();
 }

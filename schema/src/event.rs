@@ -31,6 +31,7 @@
 //! the name always spelled out).
 
 use crate::source::{self, Source, Utm};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -273,48 +274,52 @@ impl Event {
     /// The session id is always the last pair, so that ingest's append
     /// script can put the session it assigned there.
     pub fn to_fields(&self) -> [(&'static str, String); RECORD_FIELDS] {
-        let url = match relative_to_site(&self.url, &self.site) {
-            Some(rest) => rest.to_owned(),
-            None => self.url.clone(),
-        };
+        let mut values = self.values().into_iter();
+        Event::field_names().map(|n| (n, values.next().map(Cow::into_owned).unwrap_or_default()))
+    }
+
+    /// The record's values in the order of [`Event::field_names`], borrowed
+    /// where the event holds them as stored, so that the packed record is
+    /// written without a string per field.
+    fn values(&self) -> [Cow<'_, str>; RECORD_FIELDS] {
+        let url = relative_to_site(&self.url, &self.site).unwrap_or(&self.url);
         let props = if self.props.is_empty() {
-            String::new()
+            Cow::Borrowed("")
         } else {
-            self.props_json()
+            Cow::Owned(self.props_json())
         };
-        let revenue = self
-            .revenue
-            .as_ref()
-            .map(|r| format!("{} {}", r.amount, r.currency))
-            .unwrap_or_default();
-        let returning = match self.returning {
-            Some(true) => "1",
-            Some(false) => "0",
-            None => "",
+        let revenue = match &self.revenue {
+            Some(r) => Cow::Owned(format!("{} {}", r.amount, r.currency)),
+            None => Cow::Borrowed(""),
         };
-        let flags = if self.interactive {
-            returning.to_owned()
-        } else {
-            format!("{returning}x")
+        let flags = match (self.returning, self.interactive) {
+            (Some(true), true) => "1",
+            (Some(false), true) => "0",
+            (None, true) => "",
+            (Some(true), false) => "1x",
+            (Some(false), false) => "0x",
+            (None, false) => "x",
         };
         let name = if self.name == PAGEVIEW { "" } else { self.name.as_str() };
-        // In the order of `field_names`.
-        let mut values = [
-            self.ts_ms.to_string(),
-            self.site.clone(),
-            name.to_owned(),
-            url,
-            self.referrer.clone(),
-            (self.visitor_id as i64).to_string(),
-            format!("{}\u{1f}{}\u{1f}{}", self.browser, self.os, self.device.as_str()),
-            self.country.clone(),
+        [
+            Cow::Owned(self.ts_ms.to_string()),
+            Cow::Borrowed(self.site.as_str()),
+            Cow::Borrowed(name),
+            Cow::Borrowed(url),
+            Cow::Borrowed(self.referrer.as_str()),
+            Cow::Owned((self.visitor_id as i64).to_string()),
+            Cow::Owned(format!(
+                "{}\u{1f}{}\u{1f}{}",
+                self.browser,
+                self.os,
+                self.device.as_str()
+            )),
+            Cow::Borrowed(self.country.as_str()),
             props,
             revenue,
-            flags,
-            (self.session_id as i64).to_string(),
+            Cow::Borrowed(flags),
+            Cow::Owned((self.session_id as i64).to_string()),
         ]
-        .into_iter();
-        Event::field_names().map(|n| (n, values.next().unwrap_or_default()))
     }
 
     /// The field names of [`Event::to_fields`], in its order (ingest's
@@ -358,19 +363,24 @@ impl Event {
             revenue,
             flags,
             session,
-        ] = self.to_fields();
+        ] = self.values();
         let middle = [site, name, url, referrer, agent, country, props, revenue, flags];
-        if middle.iter().any(|(_, v)| v.contains(PACK_SEPARATOR)) {
+        if middle.iter().any(|v| v.contains(PACK_SEPARATOR)) {
             return None;
         }
-        let mut packed = String::with_capacity(middle.iter().map(|(_, v)| v.len() + 1).sum());
-        for (i, (_, v)) in middle.iter().enumerate() {
+        let mut packed = String::with_capacity(middle.iter().map(|v| v.len() + 1).sum());
+        for (i, v) in middle.iter().enumerate() {
             if i > 0 {
                 packed.push(PACK_SEPARATOR);
             }
             packed.push_str(v);
         }
-        Some([t, visitor, (field::PACKED, packed), session])
+        Some([
+            (field::TS, t.into_owned()),
+            (field::VISITOR, visitor.into_owned()),
+            (field::PACKED, packed),
+            (field::SESSION, session.into_owned()),
+        ])
     }
 
     /// The field names of [`Event::to_packed_fields`], in its order.

@@ -308,7 +308,11 @@ pub fn tuple<S: AsRef<str>>(values: &[S]) -> String {
 /// report without dimensions).
 pub fn field(code: &str, tuple: &str, has_dimensions: bool) -> String {
     if has_dimensions {
-        format!("{code}{SEP}{tuple}")
+        let mut f = String::with_capacity(code.len() + SEP.len_utf8() + tuple.len());
+        f.push_str(code);
+        f.push(SEP);
+        f.push_str(tuple);
+        f
     } else {
         code.to_owned()
     }

@@ -139,18 +139,18 @@ impl Deltas {
         &mut self,
         old: Option<&SessionFacts>,
         new: &SessionFacts,
-        ks: Keyspace,
+        buckets: &mut BucketCache,
         retention: Retention,
     ) {
         for grain in Grain::ALL {
             let ttl = retention.for_grain(grain);
             if let Some(o) = old {
-                for (key, field, v) in o.contribution_in(&ks.bucket(grain, &o.site, o.start.ts_ms)) {
+                for (key, field, v) in o.contribution_in(buckets.get(grain, &o.site, o.start.ts_ms)) {
                     self.incr(key, ttl, &field, -v);
                 }
             }
-            let keys = ks.bucket(grain, &new.site, new.start.ts_ms);
-            for (key, field, v) in new.contribution_in(&keys) {
+            let keys = buckets.get(grain, &new.site, new.start.ts_ms);
+            for (key, field, v) in new.contribution_in(keys) {
                 self.incr(key, ttl, &field, v);
             }
             if old.is_none_or(|o| o.start.ts_ms != new.start.ts_ms) {
@@ -161,30 +161,37 @@ impl Deltas {
 }
 
 /// The keys of the buckets a batch touches, built once per (grain, bucket,
-/// site): a batch's events share few buckets, and building key names was
-/// the largest part of the streamer's own work.
-struct BucketCache<'a> {
+/// site): a batch's events and sessions share few buckets, and building key
+/// names was the largest part of the streamer's own work.
+pub struct BucketCache {
     ks: Keyspace,
-    buckets: FastMap<(Grain, i64, &'a str), BucketKeys>,
+    buckets: FastMap<(Grain, i64), FastMap<String, BucketKeys>>,
 }
 
-impl<'a> BucketCache<'a> {
-    fn get(&mut self, grain: Grain, site: &'a str, ts_ms: i64) -> &BucketKeys {
+impl BucketCache {
+    pub fn new(ks: Keyspace) -> Self {
+        BucketCache {
+            ks,
+            buckets: FastMap::default(),
+        }
+    }
+
+    /// The keys of `site`'s bucket of `grain` that holds `ts_ms`.
+    pub fn get(&mut self, grain: Grain, site: &str, ts_ms: i64) -> &BucketKeys {
         let b = grain.truncate(ts_ms);
         let ks = self.ks;
-        self.buckets
-            .entry((grain, b, site))
-            .or_insert_with(|| ks.bucket(grain, site, b))
+        let sites = self.buckets.entry((grain, b)).or_default();
+        if !sites.contains_key(site) {
+            sites.insert(site.to_owned(), ks.bucket(grain, site, b));
+        }
+        &sites[site]
     }
 }
 
 /// Fold events into deltas for keyspace `ks`.
 pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, retention: Retention) -> Deltas {
     let mut d = Deltas::default();
-    let mut cache = BucketCache {
-        ks,
-        buckets: FastMap::default(),
-    };
+    let mut cache = BucketCache::new(ks);
     let mut spans: FastMap<&str, String> = FastMap::default();
     for e in events {
         let category = e.category();
@@ -268,14 +275,7 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, 
         let span = spans.entry(e.site.as_str()).or_insert_with(|| ks.span_key(&e.site));
         d.extreme(span.clone(), span_fields::FIRST_MS, e.ts_ms, false);
         d.extreme(span.clone(), span_fields::LAST_MS, e.ts_ms, true);
-        if let Some(f) = SessionFacts::of_event(e) {
-            match d.sessions.get_mut(&(e.site.clone(), e.session_id)) {
-                Some(s) => s.merge(&f),
-                None => {
-                    d.sessions.insert((e.site.clone(), e.session_id), f);
-                }
-            }
-        }
+        sessions::add_event(&mut d.sessions, e);
     }
     d
 }

@@ -11,7 +11,7 @@
 //! pending-entries list, so a call whose outcome is unknown (timeout,
 //! dropped connection) is simply sent again.
 
-use crate::aggregate::{Delta, Deltas, Retention};
+use crate::aggregate::{BucketCache, Delta, Deltas, Retention};
 use crate::sessions::SessionFacts;
 use redis::{Script, ScriptInvocation, Value};
 use schema::Keyspace;
@@ -112,6 +112,7 @@ pub async fn try_apply(
         )));
     }
     let mut changes = Deltas::default();
+    let mut buckets = BucketCache::new(ks);
     let mut sessions = Vec::with_capacity(states.len());
     for (facts, state) in deltas.sessions.values().zip(states) {
         let old = state.as_deref().and_then(|bytes| {
@@ -131,7 +132,7 @@ pub async fn try_apply(
             }
             None => facts.clone(),
         };
-        changes.replace_session(old.as_ref(), &new, ks, retention);
+        changes.replace_session(old.as_ref(), &new, &mut buckets, retention);
         sessions.push((
             ks.session_key(&facts.site, facts.session_id),
             state.as_deref().unwrap_or_default(),
@@ -219,9 +220,32 @@ fn op(inv: &mut ScriptInvocation<'_>, index: usize, key: &str, kind: char, delta
             }
             inv.key(key).arg(kind.to_string()).arg(index).arg(ttl).arg(s.len());
             for visitor in s {
-                inv.arg(format!("{visitor:016x}"));
+                inv.arg(&hex16(*visitor)[..]);
             }
         }
     }
     true
+}
+
+/// A visitor id as a sketch member: 16 lower-case hex digits, as
+/// `format!("{v:016x}")` writes it, without a string per member.
+fn hex16(v: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex16;
+
+    #[test]
+    fn sketch_members_are_written_as_sixteen_hex_digits() {
+        for v in [0, 1, 0xab, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
+            assert_eq!(hex16(v), format!("{v:016x}").as_bytes(), "{v}");
+        }
+    }
 }

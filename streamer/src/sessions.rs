@@ -76,8 +76,10 @@ pub struct SessionFacts {
 
 /// The source dimension tuple of an event (see [`Report::Sources`]).
 pub fn source_tuple(e: &Event) -> String {
-    let src = e.source();
+    // The page's query string is parsed once, for the UTM tags and for the
+    // classification that reads them.
     let utm = e.utm();
+    let src = schema::source::classify(&e.site, &e.referrer, &utm, &e.url);
     report::tuple(&[
         src.channel.as_str(),
         src.name.as_str(),
@@ -116,6 +118,40 @@ impl SessionFacts {
             device: device_tuple(e),
             country: report::tuple(&[e.country.as_str()]),
         })
+    }
+
+    /// Merge one more event of the same session into these facts. Equivalent
+    /// to `merge(&SessionFacts::of_event(e))`, but the event's source tuple
+    /// (a parse of its URL and referrer) is built only when the event could
+    /// be the session's start: most events of a session come after it.
+    pub fn merge_event(&mut self, e: &Event) {
+        let category = e.category();
+        if e.session_id == 0 || category == Category::Engagement {
+            return;
+        }
+        if e.ts_ms <= self.start.ts_ms {
+            let start = Pick::new(e.ts_ms, source_tuple(e));
+            if start < self.start {
+                self.start = start;
+            }
+        }
+        self.end_ms = self.end_ms.max(e.ts_ms);
+        let pageview = category == Category::Pageview;
+        self.pageviews += i64::from(pageview);
+        self.interactive += i64::from(!pageview && e.interactive);
+        if pageview {
+            let later_than_entry = self.entry.as_ref().is_some_and(|p| e.ts_ms > p.ts_ms);
+            let earlier_than_exit = self.exit.as_ref().is_some_and(|p| e.ts_ms < p.ts_ms);
+            if !(later_than_entry && earlier_than_exit) {
+                let page = Pick::new(e.ts_ms, e.path().to_owned());
+                if self.entry.as_ref().is_none_or(|s| &page < s) {
+                    self.entry = Some(page.clone());
+                }
+                if self.exit.as_ref().is_none_or(|s| &page > s) {
+                    self.exit = Some(page);
+                }
+            }
+        }
     }
 
     /// Merge the facts of more events of the same session.
@@ -278,6 +314,21 @@ pub fn sessions<'a>(events: impl IntoIterator<Item = &'a Event>) -> BTreeMap<(St
     out
 }
 
+/// Fold one event into the facts of its session in `sessions` (the batch
+/// path: [`SessionFacts::merge_event`]; [`sessions`] is the reference it
+/// must agree with).
+pub fn add_event(sessions: &mut BTreeMap<(String, u64), SessionFacts>, e: &Event) {
+    let key = (e.site.clone(), e.session_id);
+    match sessions.get_mut(&key) {
+        Some(f) => f.merge_event(e),
+        None => {
+            if let Some(f) = SessionFacts::of_event(e) {
+                sessions.insert(key, f);
+            }
+        }
+    }
+}
+
 /// The session counters of complete sessions, summed per (key, field), zero
 /// sums left out (the script deletes fields that return to zero).
 pub fn session_counters<'a>(
@@ -402,6 +453,45 @@ mod tests {
         }
         for bad in ["", "3:abc", "2:1", "x:1", "99:1", "1:1".repeat(16).as_str()] {
             assert_eq!(SessionFacts::decode_state("a.io", 1, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn merging_an_event_equals_merging_its_facts() {
+        // Ties on time at the start, the entry and the exit, different
+        // sources at the same time, a custom event first, an engagement
+        // ping and an event of no session: every order of arrival must give
+        // what merging each event's own facts gives.
+        let mut from_search = ev(0, "pageview", "/b", 5);
+        from_search.referrer = "https://www.google.com/".into();
+        let mut from_mail = ev(0, "pageview", "/a", 5);
+        from_mail.url = "https://a.io/a?utm_source=newsletter&utm_medium=email".into();
+        let events = [
+            ev(-5, "signup", "/", 5),
+            from_search,
+            from_mail,
+            ev(20, "pageview", "/c", 5),
+            ev(20, "pageview", "/d", 5),
+            ev(10, "pageview", "/e", 5),
+            ev(30, "engagement", "/d", 5),
+            ev(40, "pageview", "/f", 0),
+        ];
+        let expected = sessions(&events);
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        for round in 0..200u64 {
+            // A deterministic shuffle per round.
+            let mut x = round.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut merged = BTreeMap::new();
+            for &i in &order {
+                add_event(&mut merged, &events[i]);
+            }
+            assert_eq!(merged, expected, "order {order:?}");
         }
     }
 
