@@ -170,7 +170,13 @@ impl Keyspace {
     /// The merged facts of one session (start, end, page views, entry and
     /// exit page, source, device, country).
     pub fn session_key(self, site: &str, session_id: u64) -> String {
-        format!("{}:ses:{}:{}", self.base(Shard::of_site(site)), site, session_id as i64)
+        use std::fmt::Write;
+        let mut k = self.base(Shard::of_site(site));
+        k.reserve(site.len() + 26);
+        k.push_str(":ses:");
+        k.push_str(site);
+        let _ = write!(k, ":{}", session_id as i64);
+        k
     }
 
     /// Hash with the first and last event time seen for a site; bounds the

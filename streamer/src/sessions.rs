@@ -224,9 +224,14 @@ impl SessionFacts {
     pub fn encode_state(&self) -> String {
         use std::fmt::Write;
         let mut out = String::with_capacity(160);
+        // Each item's text goes through one reused buffer (its length comes
+        // first), not a string of its own.
+        let mut item = String::with_capacity(64);
         let mut put = |v: &dyn std::fmt::Display| {
-            let v = v.to_string();
-            let _ = write!(out, "{}:{}", v.len(), v);
+            item.clear();
+            let _ = write!(item, "{v}");
+            let _ = write!(out, "{}:", item.len());
+            out.push_str(&item);
         };
         put(&self.visitor_id);
         put(&self.start.ts_ms);
