@@ -261,7 +261,14 @@ impl Event {
 
     /// Where the visit came from (derived from referrer and UTM tags).
     pub fn source(&self) -> Source {
-        source::classify(&self.site, &self.referrer, &self.utm(), &self.url)
+        self.source_and_utm().0
+    }
+
+    /// [`Event::source`] and [`Event::utm`] together, the page's query
+    /// string parsed once for both.
+    pub fn source_and_utm(&self) -> (Source, Utm) {
+        let utm = self.utm();
+        (source::classify(&self.site, &self.referrer, &utm, &self.url), utm)
     }
 
     /// UTM tags of the page URL.

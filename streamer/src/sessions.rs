@@ -76,10 +76,7 @@ pub struct SessionFacts {
 
 /// The source dimension tuple of an event (see [`Report::Sources`]).
 pub fn source_tuple(e: &Event) -> String {
-    // The page's query string is parsed once, for the UTM tags and for the
-    // classification that reads them.
-    let utm = e.utm();
-    let src = schema::source::classify(&e.site, &e.referrer, &utm, &e.url);
+    let (src, utm) = e.source_and_utm();
     report::tuple(&[
         src.channel.as_str(),
         src.name.as_str(),

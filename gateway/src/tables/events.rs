@@ -27,7 +27,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
 use redis::streams::StreamRangeReply;
 use schema::report::revenue_micros;
-use schema::source::{self, Source, Utm};
+use schema::source::{Source, Utm};
 use schema::store::RedisConn;
 use schema::{Event, Shard};
 use std::collections::BTreeSet;
@@ -204,13 +204,7 @@ fn text<'a, T>(items: &'a [T], f: impl Fn(&'a T) -> &'a str) -> ArrayRef {
 
 fn rows_to_batch(schema: &SchemaRef, rows: &[(String, Event)]) -> Result<RecordBatch> {
     // UTM tags are parsed once per row and feed the source classification.
-    let derived: Vec<(Source, Utm)> = rows
-        .iter()
-        .map(|(_, e)| {
-            let utm = e.utm();
-            (source::classify(&e.site, &e.referrer, &utm, &e.url), utm)
-        })
-        .collect();
+    let derived: Vec<(Source, Utm)> = rows.iter().map(|(_, e)| e.source_and_utm()).collect();
     let columns: Vec<ArrayRef> = vec![
         text(rows, |(id, _)| id),
         Arc::new(
