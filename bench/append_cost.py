@@ -8,16 +8,19 @@ a private redis-server (AOF on, `appendfsync everysec`, as the other
 benchmarks run it), pipelined so that the client is never the limit, and
 reads Redis's own CPU time (`INFO cpu`) before and after. Three runs:
 
-1. the script, every event from a new visitor (a `GET` that misses and a
-   `SET` that creates the visit key: what a stream of many browsers costs);
+1. the script, every event from a new visitor (its field missing from the
+   three windows' visits and then added to one: what a stream of many
+   browsers costs);
 2. the script, all events of a call from one visitor whose visit is open
-   (the `GET` hits: what `bench/ingest.sh`'s single wrk client costs);
-3. the reference: pipelined plain `XADD`s of the same 12-field record.
+   (what `bench/ingest.sh`'s single wrk client costs);
+3. the reference: pipelined plain `XADD`s of one event's record each.
 
 usage: bench/append_cost.py [events_per_call=8] [calls=20000]
 APPEND_SCRIPT=path measures another version of the script (to compare two).
 RECORD=full sends the 12-field record instead of the packed one (`t`, `v`,
-`e`, `i`) that ingest stores (schema/src/event.rs).
+`e`, `i`) that ingest stores (schema/src/event.rs). ENTRY_EVENTS=k stores at
+most k events per stream entry (ingest's default: 100; 1 is one entry per
+event, as before 2026-11-27).
 INSTRUCTIONS=1 runs redis-server under valgrind's callgrind and reports the
 instructions Redis executes per event as well: repeatable where CPU time on
 a shared machine is not (slow: use fewer calls, e.g. 8 2000).
@@ -39,6 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["t", "s", "n", "u", "r", "v", "a", "c", "p", "$", "w", "i"]
 PACKED = os.environ.get("RECORD", "packed") != "full"
 SESSION_TIMEOUT_MS = 30 * 60 * 1000
+# ingest/src/writer.rs's WriterOptions::entry_events.
+ENTRY_EVENTS = int(os.environ.get("ENTRY_EVENTS", "100"))
 
 
 def resp(args):
@@ -126,14 +131,17 @@ def record_fields(visitor):
 
 
 def append_call(sha, n, visitors, now_ms, rng):
-    keys = ["tally:{s03}:events"]
+    """One call of the script as ingest's writer makes it: the events of one
+    visit window, up to ENTRY_EVENTS of them per stream entry."""
+    window = now_ms // SESSION_TIMEOUT_MS
+    keys = ["tally:{s03}:events"] + [f"tally:{{s03}}:visits:{w}" for w in (window - 1, window, window + 1)]
     names, _ = record_fields(0)
-    argv = [n, len(names), SESSION_TIMEOUT_MS] + names
+    argv = [n, len(names), SESSION_TIMEOUT_MS, ENTRY_EVENTS] + names
+    argv += [f"{visitor:016x}:shop.example" for visitor in visitors]
     for visitor in visitors:
-        keys.append(f"tally:{{s03}}:visit:shop.example:{visitor}")
         _, values = record_fields(visitor)
         values[0] = now_ms
-        argv += [rng.randrange(1, 2**62), now_ms] + values
+        argv += [rng.randrange(1, 2**62), now_ms] + values[1:-1]
     return resp(["EVALSHA", sha, len(keys)] + keys + argv)
 
 

@@ -84,7 +84,8 @@ T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
 i1=$(cpu_s "$INGEST_PID"); r1=$(cpu_s "$REDIS_PID")
 
 field() { sed -E "s/.*$2=([0-9.]+).*/\1/" <<<"$1"; }
-count_stored() { local t=0 n; for s in $(seq 0 15); do n=$(redis-cli -p "$RPORT" xlen "tally:{s$(printf %02d "$s")}:events"); t=$((t + n)); done; echo "$t"; }
+# Events in the shard streams (an entry holds one or several).
+count_stored() { redis-cli -p "$RPORT" --eval bench/count_events.lua $(for s in $(seq 0 15); do printf 'tally:{s%02d}:events ' "$s"; done) , ; }
 stored=$(count_stored)
 ok=$(( $(field "$T" requests) - $(field "$T" non2xx) ))
 echo "events in streams: $stored, 2xx answers: $ok"

@@ -64,7 +64,8 @@ R() { redis-cli -p "$RPORT" "$@"; }
 info() { R info "$1" | tr -d '\r' | sed -n "s/^$2:\(.*\)/\1/p"; }
 cpu() { python3 -c "print($(info cpu used_cpu_user) + $(info cpu used_cpu_sys))"; }
 now() { python3 -c 'import time; print(time.monotonic())'; }
-stored() { local t=0 n; for s in $(seq 0 15); do n=$(R xlen "tally:{s$(printf %02d "$s")}:events"); t=$((t + n)); done; echo "$t"; }
+# Events in the shard streams (an entry holds one or several).
+stored() { R --eval bench/count_events.lua $(for s in $(seq 0 15); do printf 'tally:{s%02d}:events ' "$s"; done) , ; }
 # Applied and acknowledged everywhere: lag 0 and nothing pending on all 16 shards.
 drained() {
   for s in $(seq 0 15); do
@@ -82,7 +83,7 @@ echo "== prefill: $EVENTS loadgen events over $SITES sites (back-dated over $BAC
 "$TALLY" loadgen --url "http://127.0.0.1:$IPORT" --total "$EVENTS" --rate 10000000 --sites "$SITES" \
   --backfill-hours "$BACKFILL" --batch 100 --concurrency 8 --progress false --seed 7
 ENTRIES=$(stored)
-echo "entries in the streams: $ENTRIES"
+echo "events in the streams: $ENTRIES in $(for s in $(seq 0 15); do R xlen "tally:{s$(printf %02d "$s")}:events"; done | paste -sd+ | bc) entries"
 SBYTES=0; for s in $(seq 0 15); do b=$(R memory usage "tally:{s$(printf %02d "$s")}:events" samples 0); SBYTES=$((SBYTES + ${b:-0})); done
 echo "STREAMS bytes=$SBYTES per_event=$(python3 -c "print(round($SBYTES / max($ENTRIES, 1), 1))") (the loadgen mix, as stored)"
 MEM0=$(info memory used_memory); CPU0=$(cpu)

@@ -14,17 +14,11 @@ const CHROME: &str =
 
 async fn stream_events(stack: &Stack, site: &str) -> Vec<Event> {
     let mut conn = stack.conn.clone();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(Shard::of_site(site).stream_key())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
+    schema::entry::range(&mut conn, &Shard::of_site(site).stream_key(), "-", "+", 100_000)
         .await
-        .expect("XRANGE");
-    reply
-        .ids
-        .iter()
-        .map(|id| Event::from_stream_id(id).expect("decodable entry"))
+        .expect("XRANGE")
+        .into_iter()
+        .flat_map(|entry| entry.events.expect("decodable entry"))
         .collect()
 }
 

@@ -1,95 +1,180 @@
--- Tally ingest: assign each event its session and append it to the shard
--- stream, for a group of events of one shard, in one atomic call.
+-- Tally ingest: assign each event its session and append the events to the
+-- shard stream, several to an entry, for a group of events of one shard and
+-- one visit window, in one atomic call.
 --
--- A visitor's open session lives in a string "<session id>:<last event ms>"
--- that expires after the inactivity timeout. An event within the timeout of
--- the last one (in event time, so back-dated events from the batch API are
--- placed right) continues the session; otherwise the event's candidate id
--- starts a new one. The session id is written into the record's last field.
+-- Open visits are kept in hashes of 30-minute windows of event time (the
+-- inactivity timeout): field "<visitor>:<site>" of the window holding the
+-- visit's last event, value "<session id>:<last event ms>". An event at time
+-- ts can continue only a visit whose last event is within the timeout of ts,
+-- so it looks in the window of ts and the two beside it, and continues the
+-- one with the latest last event; otherwise its candidate id starts a new
+-- visit. Windows of event time place back-dated events from the batch API in
+-- the right visit whatever the clock. A window's hash lives for the timeout
+-- after its last write. The session id is written into the record's last
+-- field.
 --
 -- KEYS[1]        the shard stream
--- KEYS[1 + i]    visit key of event i (same hash tag as the stream)
--- ARGV[1]        n events, ARGV[2] m fields per record, ARGV[3] timeout ms
--- then the m field names (once per call: fewer arguments to convert), then
--- per event: candidate session id, event ms, the record's m values (the
--- last is the session field).
--- The record's first pair is the event time; it is stored relative to the
--- entry id's milliseconds (see schema/src/event.rs), a small integer for live
--- events: the id is chosen as "<now ms>-*". That fails only when the stream's
--- last id is later (the clock stepped back); such an entry (and one whose
--- time is too far from now to be told apart from an absolute time) gets an
--- automatic id and keeps its absolute time.
--- Returns the entry ids, in order.
+-- KEYS[2..4]     the visit windows before, of and after the events' window
+--                (same hash tag as the stream)
+-- ARGV[1]        n events, ARGV[2] m fields per record, ARGV[3] timeout ms,
+-- ARGV[4]        most events per entry,
+-- then the m field names, then the n events' visit fields (in one run, so
+-- that each window is read with one HMGET and no table is built for it),
+-- then per event: candidate session id, event ms, and the record's values
+-- but the first and the last (m - 2), which are the time and the session
+-- this script sets.
+-- Each entry holds the records of up to ARGV[4] consecutive events, one
+-- after the other, each beginning with its time field (see
+-- schema/src/entry.rs). A record's first pair is the event time; it is
+-- stored relative to the entry id's milliseconds, a small integer for live
+-- events: the id is chosen as "<now ms>-*". That fails only when the
+-- stream's last id is later (the clock stepped back); such an entry (and an
+-- event whose time is too far from now to be told apart from an absolute
+-- time) gets an automatic id and keeps absolute times.
+-- Nothing is written before every argument is checked. Returns the entry
+-- ids, in order.
 
-local n, m, timeout_arg = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local n, m, timeout_arg, per_entry = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local timeout = tonumber(timeout_arg)
-if n == nil or m == nil or timeout == nil or m < 1 or #KEYS ~= n + 1 or #ARGV ~= 3 + m + n * (2 + m) then
+if n == nil or m == nil or timeout == nil or per_entry == nil or per_entry < 1 or m < 2 or n < 1
+    or #KEYS ~= 4 or #ARGV ~= 4 + m + n * (1 + m) then
   return redis.error_reply('ERR tally append: bad arguments')
 end
-local record = {KEYS[1], '*'}
-for j = 1, m do
-  record[2 * j + 1] = ARGV[3 + j]
-end
+local stride = m
+local names = {}
+for j = 1, m do names[j] = ARGV[4 + j] end
+local f0 = 4 + m
+local events0 = f0 + n
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local now_id = now_ms .. '-*'
 local find, sub, abs = string.find, string.sub, math.abs
--- Visits touched by this call: key -> {session id, last ms (text), last ms}.
--- A visitor's later events in the call read it here, and each visit key is
--- written once, after the loop. (Should an XADD fail midway, the call is
--- answered as failed and no visit key changes; a retry assigns the same
--- sessions, since a new visit's id derives from its first event's visitor
--- and time.)
+
+-- The stored visits of each event's field in the three windows.
+local stored = {}
+for w = 1, 3 do
+  stored[w] = redis.call('HMGET', KEYS[w + 1], unpack(ARGV, f0 + 1, f0 + n))
+end
+
+-- Visits this call read or made, per field: a list of
+-- {session id, last ms text, last ms, window (1 to 3), dirty}.
 local visits = {}
--- relative: ids "<now ms>-*" may still be tried; proven: one was accepted,
--- so every later one is too (same milliseconds, next sequence number).
-local relative, proven = true, false
-local ids = {}
-local p = 4 + m
+-- Event i's stored visit in window w, joined to the call's own (which are
+-- newer) by session id.
+local function stored_visit(i, w, known)
+  local cur = stored[w][i]
+  if not cur then return nil end
+  local colon = find(cur, ':', 1, true)
+  local last = colon and tonumber(sub(cur, colon + 1))
+  if not last then return nil end
+  local sid = sub(cur, 1, colon - 1)
+  for _, v in ipairs(known) do
+    if v[1] == sid then return v end
+  end
+  local v = {sid, sub(cur, colon + 1), last, w, false}
+  known[#known + 1] = v
+  return v
+end
+
+local ts_of, sid_of = {}, {}
+local p = events0 + 1
 for i = 1, n do
-  local key, sid, ts_text = KEYS[i + 1], ARGV[p], ARGV[p + 1]
+  local field, ts_text = ARGV[f0 + i], ARGV[p + 1]
   local ts = tonumber(ts_text)
-  local open = visits[key]
-  if open == nil then
-    local cur = redis.call('GET', key)
-    if cur then
-      local colon = find(cur, ':', 1, true)
-      local last = colon and tonumber(sub(cur, colon + 1))
-      if last then open = {sub(cur, 1, colon - 1), sub(cur, colon + 1), last} end
+  if ts == nil then
+    return redis.error_reply('ERR tally append: bad event time at argument ' .. (p + 1))
+  end
+  local known = visits[field]
+  if known == nil then
+    known = {}
+    visits[field] = known
+  end
+  local best
+  for _, v in ipairs(known) do
+    if abs(ts - v[3]) <= timeout and (best == nil or v[3] > best[3]) then best = v end
+  end
+  if best == nil then
+    for w = 1, 3 do
+      local v = stored_visit(i, w, known)
+      if v and abs(ts - v[3]) <= timeout and (best == nil or v[3] > best[3]) then best = v end
     end
   end
-  if open and abs(ts - open[3]) <= timeout then
-    sid = open[1]
-    if ts > open[3] then open[2], open[3] = ts_text, ts end
-  else
-    open = {sid, ts_text, ts}
+  if best == nil then
+    best = {ARGV[p], ts_text, ts, 2, true}
+    known[#known + 1] = best
+  elseif ts > best[3] then
+    best[2], best[3], best[4], best[5] = ts_text, ts, 2, true
   end
-  visits[key] = open
-  for j = 1, m do record[2 * j + 2] = ARGV[p + 1 + j] end
-  record[2 * m + 2] = sid
-  local rel = ts - now_ms
+  ts_of[i], sid_of[i] = ts, best[1]
+  p = p + stride
+end
+
+-- Entries of up to per_entry events each.
+local ids = {}
+local relative = true
+local first = 1
+while first <= n do
+  local last = math.min(n, first + per_entry - 1)
+  local record = {KEYS[1], '*'}
+  local r = 2
+  local q = events0 + 1 + (first - 1) * stride
+  for i = first, last do
+    record[r + 1] = names[1]
+    for j = 2, m - 1 do
+      record[r + 2 * j - 1] = names[j]
+      record[r + 2 * j] = ARGV[q + j]
+    end
+    record[r + 2 * m - 1] = names[m]
+    record[r + 2 * m] = sid_of[i]
+    r = r + 2 * m
+    q = q + stride
+  end
   local id
-  if relative and abs(rel) < 1e11 then
-    record[2], record[4] = now_id, tostring(rel)
-    if proven then
-      id = redis.call('XADD', unpack(record))
-    else
-      id = redis.pcall('XADD', unpack(record))
-      if type(id) == 'table' and id.err then
-        id, relative = nil, false
-      else
-        proven = true
-      end
+  if relative then
+    record[2] = now_ms .. '-*'
+    local t = 4
+    for i = first, last do
+      local rel = ts_of[i] - now_ms
+      if abs(rel) < 1e11 then record[t] = tostring(rel) else record[t] = tostring(ts_of[i]) end
+      t = t + 2 * m
     end
+    id = redis.pcall('XADD', unpack(record))
+    if type(id) == 'table' and id.err then id, relative = nil, false end
   end
   if id == nil then
-    record[2], record[4] = '*', ts_text
+    record[2] = '*'
+    local t = 4
+    for i = first, last do
+      record[t] = tostring(ts_of[i])
+      t = t + 2 * m
+    end
     id = redis.call('XADD', unpack(record))
   end
-  ids[i] = id
-  p = p + 2 + m
+  ids[#ids + 1] = id
+  first = last + 1
 end
-for key, open in pairs(visits) do
-  redis.call('SET', key, open[1] .. ':' .. open[2], 'PX', timeout_arg)
+
+-- Each window written once, its fields in chunks; it lives for the timeout
+-- after its last write. (Should an XADD fail above, the call is answered as
+-- failed and no visit changes; a retry assigns the same sessions, since a
+-- new visit's id derives from its first event's visitor and time.)
+local writes = {}
+for field, known in pairs(visits) do
+  for _, v in ipairs(known) do
+    if v[5] then
+      local w = writes[v[4]]
+      if w == nil then
+        w = {}
+        writes[v[4]] = w
+      end
+      w[#w + 1] = field
+      w[#w + 1] = v[1] .. ':' .. v[2]
+    end
+  end
+end
+for k, w in pairs(writes) do
+  for j = 1, #w, 400 do
+    redis.call('HSET', KEYS[k + 1], unpack(w, j, math.min(j + 399, #w)))
+  end
+  redis.call('PEXPIRE', KEYS[k + 1], timeout_arg)
 end
 return ids

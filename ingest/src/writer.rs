@@ -3,16 +3,20 @@
 //! Request handlers hand their event to one writer task over a bounded queue
 //! and wait for its verdict. The writer takes whatever has queued up (never
 //! waiting for more), groups it by shard stream (one Redis Cluster slot
-//! each) and record layout (packed or not, see `schema::event`), and sends
-//! each group as one call of the append script (`append.lua`),
-//! which assigns each event its session and `XADD`s it, with several calls
-//! in flight. Under load many requests share one round trip; when idle an
-//! event is written at once, so no request waits for a timer. A handler
-//! answers 202 only after its own entry id came back.
+//! each), record layout (packed or not, see `schema::event`) and visit
+//! window (30 minutes of event time, see the script), and sends
+//! each group as one call of the append script (`append.lua`), which assigns
+//! each event its session and `XADD`s the group's records, up to
+//! [`WriterOptions::entry_events`] to an entry (see `schema::entry`), with
+//! several calls in flight. Under load many requests share one round trip
+//! and one entry (Redis's cost per event falls to about half of one entry
+//! each, `bench/append_cost.py`); when idle an event is written at once, so
+//! no request waits for a timer. A handler answers 202 only after the call
+//! that holds its event came back.
 
 use redis::{Script, Value};
 use schema::event::SESSION_TIMEOUT_MS;
-use schema::keys::visit_key;
+use schema::keys::visit_field;
 use schema::store::RedisConn;
 use schema::{Event, Shard};
 use std::collections::HashMap;
@@ -51,8 +55,10 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<(), WriteError>>,
 }
 
-/// The stream record of an event: its field names (the same for every event
-/// of one append call) and values.
+/// The stream record of an event: its layout (the field names are the same
+/// for every event of one append call) and the values the append script
+/// does not set itself (all but the first, the time, and the last, the
+/// session).
 struct Record {
     /// [`Event::to_packed_fields`] (what nearly every event is stored as),
     /// or [`Event::to_fields`] for an event with a value that cannot be
@@ -63,14 +69,17 @@ struct Record {
 
 impl Record {
     fn of(e: &Event) -> Record {
+        fn middle<const N: usize>(fields: [(&str, String); N]) -> Vec<String> {
+            fields.into_iter().skip(1).take(N - 2).map(|(_, v)| v).collect()
+        }
         match e.to_packed_fields() {
             Some(fields) => Record {
                 packed: true,
-                values: fields.into_iter().map(|(_, v)| v).collect(),
+                values: middle(fields),
             },
             None => Record {
                 packed: false,
-                values: e.to_fields().into_iter().map(|(_, v)| v).collect(),
+                values: middle(e.to_fields()),
             },
         }
     }
@@ -86,6 +95,8 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Pipelines in flight at once.
     pub max_in_flight: usize,
+    /// Most events in one stream entry.
+    pub entry_events: usize,
 }
 
 impl Default for WriterOptions {
@@ -94,6 +105,7 @@ impl Default for WriterOptions {
             queue: 16_384,
             max_batch: 512,
             max_in_flight: 8,
+            entry_events: 100,
         }
     }
 }
@@ -135,7 +147,7 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
     let mut in_flight = JoinSet::new();
     let mut batch = Vec::with_capacity(opts.max_batch);
     while rx.recv_many(&mut batch, opts.max_batch).await > 0 {
-        // One append call per shard and record layout.
+        // One task per shard and record layout.
         let mut by_shard: HashMap<(Shard, bool), Vec<(WriteRequest, Record)>> = HashMap::new();
         for req in batch.drain(..) {
             let record = Record::of(&req.event);
@@ -149,8 +161,9 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
                 break;
             };
             let conn = conn.clone();
+            let entry_events = opts.entry_events.max(1);
             in_flight.spawn(async move {
-                write_pipeline(conn, shard, reqs).await;
+                write_windows(conn, shard, reqs, entry_events).await;
                 drop(permit);
             });
         }
@@ -160,24 +173,58 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
     while in_flight.join_next().await.is_some() {}
 }
 
-/// Append `reqs` (records of one layout) to `shard`'s stream in one call.
-async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<(WriteRequest, Record)>) {
-    let names: &[&str] = match reqs.first() {
-        Some((_, r)) if r.packed => &Event::packed_field_names(),
-        Some(_) => &Event::field_names(),
+/// The visit window of an event time: see `append.lua`.
+fn visit_window(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(SESSION_TIMEOUT_MS)
+}
+
+/// Append `reqs` (records of one layout) to `shard`'s stream: one call per
+/// visit window, one after the other in the order of the windows (live
+/// traffic is in one window, or two at a boundary), so that a visit in one
+/// window is stored before the events of the next look for it; within a
+/// window, in the order received.
+async fn write_windows(conn: RedisConn, shard: Shard, mut reqs: Vec<(WriteRequest, Record)>, entry_events: usize) {
+    reqs.sort_by_key(|(r, _)| visit_window(r.event.ts_ms));
+    let mut run: Vec<(WriteRequest, Record)> = Vec::with_capacity(reqs.len());
+    for item in reqs {
+        if let Some((first, _)) = run.first()
+            && visit_window(first.event.ts_ms) != visit_window(item.0.event.ts_ms)
+        {
+            write_pipeline(conn.clone(), shard, std::mem::take(&mut run), entry_events).await;
+        }
+        run.push(item);
+    }
+    write_pipeline(conn, shard, run, entry_events).await;
+}
+
+/// Append `reqs` (records of one layout, events of one visit window) to
+/// `shard`'s stream in one call, `entry_events` to an entry.
+async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<(WriteRequest, Record)>, entry_events: usize) {
+    let (names, window): (&[&str], i64) = match reqs.first() {
+        Some((r, record)) if record.packed => (&Event::packed_field_names(), visit_window(r.event.ts_ms)),
+        Some((r, _)) => (&Event::field_names(), visit_window(r.event.ts_ms)),
         None => return,
     };
     let mut inv = APPEND.prepare_invoke();
     inv.key(shard.stream_key());
-    inv.arg(reqs.len()).arg(names.len()).arg(SESSION_TIMEOUT_MS);
-    // The field names once per call; per event only the values.
+    for w in window - 1..=window + 1 {
+        inv.key(shard.visits_key(w));
+    }
+    inv.arg(reqs.len())
+        .arg(names.len())
+        .arg(SESSION_TIMEOUT_MS)
+        .arg(entry_events);
+    // The field names once per call, then the visit fields in one run; per
+    // event only the values the script does not set (the time and the
+    // session, first and last).
     for name in names {
         inv.arg(*name);
     }
+    for (r, _) in &reqs {
+        inv.arg(visit_field(&r.event.site, r.event.visitor_id));
+    }
     for (r, record) in &reqs {
-        let e = &r.event;
-        inv.key(visit_key(&e.site, e.visitor_id));
-        inv.arg(candidate_session(e)).arg(e.ts_ms);
+        inv.arg(candidate_session(&r.event)).arg(r.event.ts_ms);
         for v in &record.values {
             inv.arg(v);
         }
@@ -187,18 +234,26 @@ async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<(WriteReque
     let result: Result<Vec<Value>, _> = inv.invoke_async(&mut conn).await;
     metrics::histogram!("tally_ingest_pipeline_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("tally_ingest_pipeline_events").record(reqs.len() as f64);
+    let entries = reqs.len().div_ceil(entry_events);
     match result {
-        Ok(ids) if ids.len() == reqs.len() => {
-            for (r, id) in reqs.into_iter().zip(ids) {
-                let verdict = match id {
-                    Value::BulkString(_) | Value::SimpleString(_) => Ok(()),
-                    other => Err(WriteError::Unavailable(format!("unexpected XADD reply {other:?}"))),
-                };
-                let _ = r.reply.send(verdict);
+        Ok(ids) if ids.len() == entries => {
+            let verdict = match ids
+                .iter()
+                .find(|id| !matches!(id, Value::BulkString(_) | Value::SimpleString(_)))
+            {
+                None => Ok(()),
+                Some(other) => Err(WriteError::Unavailable(format!("unexpected XADD reply {other:?}"))),
+            };
+            for r in reqs {
+                let _ = r.reply.send(verdict.clone());
             }
         }
         Ok(ids) => {
-            let msg = format!("pipeline returned {} replies for {} events", ids.len(), reqs.len());
+            let msg = format!(
+                "append returned {} entry ids for {} events, {entries} expected",
+                ids.len(),
+                reqs.len()
+            );
             for r in reqs {
                 let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));
             }
@@ -210,5 +265,56 @@ async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<(WriteReque
                 let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harness::RedisServer;
+    use schema::store::{ConnectOptions, RedisTarget};
+
+    #[tokio::test]
+    async fn events_queued_together_share_entries_in_their_order() {
+        let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        let conn = RedisConn::connect(&RedisTarget::parse(&redis.url()).unwrap(), ConnectOptions::default())
+            .await
+            .unwrap();
+        let (writer, task) = EventWriter::spawn(conn.clone(), WriterOptions::default());
+        let site = "entries.test";
+        let now = chrono::Utc::now().timestamp_millis();
+        // All of one visit window: the current one, or the one before when
+        // now is within a second of a boundary.
+        let base = now.min(visit_window(now) * SESSION_TIMEOUT_MS + SESSION_TIMEOUT_MS - 1_000);
+        let sent: Vec<Event> = (0..250)
+            .map(|i| Event::pageview(base - 250 + i, site, &format!("/p{i}"), 1 + (i as u64 % 7)))
+            .collect();
+        // On this single-threaded runtime every write is queued before the
+        // writer task runs, so it takes all 250 at once.
+        let results = futures::future::join_all(sent.iter().cloned().map(|e| writer.write(e))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        drop(writer);
+        task.await.unwrap();
+
+        let mut conn = conn;
+        let entries = schema::entry::range(&mut conn, &Shard::of_site(site).stream_key(), "-", "+", 100)
+            .await
+            .unwrap();
+        let sizes: Vec<usize> = entries.iter().map(|e| e.events.as_ref().unwrap().len()).collect();
+        assert_eq!(sizes, [100, 100, 50], "at most WriterOptions::entry_events per entry");
+        let stored: Vec<Event> = entries.into_iter().flat_map(|e| e.events.unwrap()).collect();
+        for (s, e) in stored.iter().zip(&sent) {
+            assert_eq!(s.url, e.url);
+            assert_eq!(s.ts_ms, e.ts_ms, "{} keeps its time in an entry of several", s.url);
+            assert_ne!(s.session_id, 0);
+        }
+        assert_eq!(stored.len(), sent.len());
+        // One visitor, one visit: every event of visitor 3 has one session.
+        let sessions: std::collections::HashSet<u64> = stored
+            .iter()
+            .filter(|e| e.visitor_id == 3)
+            .map(|e| e.session_id)
+            .collect();
+        assert_eq!(sessions.len(), 1);
     }
 }

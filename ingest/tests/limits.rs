@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{start, stream_length};
+use common::{start, stored_events};
 use harness::RedisServer;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,7 +125,7 @@ async fn slow_silent_and_oversized_clients_are_cut_off_and_others_served() {
     }
     let mut conn = ingest.conn.clone();
     assert_eq!(
-        stream_length(&mut conn).await,
+        stored_events(&mut conn).await,
         1,
         "exactly the one accepted event is stored"
     );

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start, stream_length};
+use common::{start, stored_events};
 use harness::{RedisServer, RedisServerOptions};
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,7 @@ async fn graceful_shutdown_keeps_every_accepted_event() {
     // Shut down while requests are still arriving: as soon as more entries
     // than the first one reached the streams (bounded wait).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stream_length(&mut conn).await < 2 && Instant::now() < deadline {
+    while stored_events(&mut conn).await < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     stop.cancel();
@@ -85,5 +85,5 @@ async fn graceful_shutdown_keeps_every_accepted_event() {
     }
     task.await.unwrap();
     assert!(accepted > 0, "some requests were accepted before shutdown");
-    assert_eq!(stream_length(&mut conn).await, accepted, "every 202 is in a stream");
+    assert_eq!(stored_events(&mut conn).await, accepted, "every 202 is in a stream");
 }

@@ -1,8 +1,10 @@
 //! Session assignment by ingest's append script, against a real Redis: one
 //! visitor's events in one request (which the writer hands to the script
 //! together), out of order in event time, across the 30-minute inactivity
-//! gap and across requests; and a stream whose last id lies in the future
-//! (the clock stepped back), whose entries keep absolute times.
+//! gap and across requests; a late event before a visit window's boundary
+//! that joins the visit stored in the window after it; and a stream whose
+//! last id lies in the future (the clock stepped back), whose entries keep
+//! absolute times.
 
 mod common;
 
@@ -83,10 +85,42 @@ async fn a_visitors_events_in_one_request_get_the_sessions_of_the_timeout_rule()
     let second = session("/a75");
     assert_ne!(second, first, "a gap over 30 minutes starts a visit");
     assert_eq!(session("/a95"), second);
-    assert_eq!(session("/a110"), second, "the visit key was written");
+    assert_eq!(session("/a110"), second, "the visit was stored");
     let other = session("/b0");
     assert!(other != first && other != second, "another visitor, another visit");
     assert!(![first, second, other].contains(&session("/w0")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_joins_the_visit_stored_in_the_next_window() {
+    let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let ingest = start(&redis, &[SITE], |_| {}).await;
+    let mut conn = ingest.conn.clone();
+    let http = reqwest::Client::new();
+    // A visit-window boundary an hour or two ago.
+    let timeout = schema::event::SESSION_TIMEOUT_MS;
+    let boundary = (chrono::Utc::now().timestamp_millis() / timeout - 3) * timeout;
+    let ip = "203.0.113.4";
+    post(&http, &ingest.base, vec![at("/c1", boundary + MIN, ip)]).await;
+    // Arrives later, belongs before the boundary: the visit is stored in
+    // the window after this event's.
+    post(&http, &ingest.base, vec![at("/c-2", boundary - 2 * MIN, ip)]).await;
+    // 29 minutes before /c-2 but 32 before the visit's last event (/c1): a
+    // visit is continued only within 30 minutes of its last event, so this
+    // starts another.
+    post(&http, &ingest.base, vec![at("/c-31", boundary - 31 * MIN, ip)]).await;
+    // Back after the first: same visit again.
+    post(&http, &ingest.base, vec![at("/c20", boundary + 20 * MIN, ip)]).await;
+
+    let events = stream_events(&mut conn, SITE).await;
+    let session = |path: &str| events.iter().find(|e| e.path() == path).expect(path).session_id;
+    assert_eq!(session("/c-2"), session("/c1"), "found in the next window");
+    assert_ne!(
+        session("/c-31"),
+        session("/c1"),
+        "32 minutes before the visit's last event"
+    );
+    assert_eq!(session("/c20"), session("/c1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +161,9 @@ async fn entries_after_a_future_id_keep_absolute_times() {
     assert_eq!(events[1].session_id, events[2].session_id);
     let raw = common::stream_entries(&mut conn, SITE).await;
     for entry in &raw[1..] {
-        let t: i64 = entry.get("t").unwrap();
-        assert!(t >= schema::event::ABSOLUTE_TS_MIN, "absolute time stored: {t}");
+        for t in entry.values("t") {
+            let t: i64 = t.parse().unwrap();
+            assert!(t >= schema::event::ABSOLUTE_TS_MIN, "absolute time stored: {t}");
+        }
     }
 }

@@ -135,7 +135,11 @@ pub fn tables() -> Vec<Table> {
         kind: TableKind::Events,
         doc: "raw events, straight from the shard streams".into(),
         columns: vec![
-            col("id", Text, "stream entry id (<arrival ms>-<seq>)"),
+            col(
+                "id",
+                Text,
+                "stream entry id (<arrival ms>-<seq>), then .<i> for the i-th event (from 0) of an entry of several",
+            ),
             col("ts", TimestampTz, "event time"),
             col("site", Text, "site domain"),
             col("name", Text, "pageview, engagement or a custom event name"),

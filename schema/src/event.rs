@@ -1,11 +1,11 @@
 //! The event record as stored in a shard stream.
 //!
-//! Ingest validates and enriches an incoming event and appends it as one
-//! stream entry; the streamer and the gateway decode it. The record is kept
-//! small because the streams are the retained log:
+//! Ingest validates and enriches an incoming event and appends its record to
+//! a stream entry (one entry holds the records of the events written
+//! together, see [`crate::entry`]); the streamer and the gateway decode it.
+//! The record is kept small because the streams are the retained log:
 //!
-//! - one-letter field names, always the same fields in the same order, so
-//!   Redis stores the names once per listpack node (the master entry);
+//! - one-letter field names, always the same fields in the same order;
 //! - the event time relative to the entry id's milliseconds (ingest's append
 //!   script sets both), a small integer for live events; a value of 10^11 or
 //!   more in magnitude is an absolute time (older records, and entries whose
@@ -545,18 +545,6 @@ impl Event {
             interactive,
             session_id,
         })
-    }
-
-    /// Decode a stream entry as the redis crate returns it (`StreamId`);
-    /// non-string values are ignored like unknown fields.
-    pub fn from_stream_id(entry: &redis::streams::StreamId) -> Result<Event, DecodeError> {
-        Event::from_entry(
-            Some(&entry.id),
-            entry.map.iter().filter_map(|(k, v)| match v {
-                redis::Value::BulkString(b) => Some((k.as_bytes(), b.as_slice())),
-                _ => None,
-            }),
-        )
     }
 
     /// A plain page view with no enrichment (tests, tools).

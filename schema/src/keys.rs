@@ -8,13 +8,14 @@
 //!
 //! ```text
 //! tally:{s07}:events                                  stream of raw events (shard 7)
-//! tally:{s07}:visit:example.com:<visitor>             string  ingest's open session: "<id>:<last ms>"
+//! tally:{s07}:visits:997200                          hash    ingest's open visits whose last event is in a
+//!                                                     30-minute window: "<visitor>:<site>" -> "<id>:<last ms>"
 //! tally:v1:{s07}:traffic:m:example.com:202611260658   hash    counters of a report bucket (see report.rs)
 //! tally:v1:{s07}:traffic.u:m:example.com:202611260658 HLL     visitor ids of the bucket
 //! tally:v1:{s07}:pages.u:h:example.com:2026112606:/x  HLL     visitor ids of one dimension tuple
 //! tally:v1:{s07}:ses:example.com:<session>            string  merged facts of one session
 //! tally:v1:{s07}:span:example.com                     hash    first_ms, last_ms
-//! tally:v1:{s07}:applied                              hash    events, batches (streamer progress)
+//! tally:v1:{s07}:applied                              hash    events, entries, batches (streamer progress)
 //! tally:sites                                         hash    site -> registration JSON
 //! tally:salt:20261126                                 string  daily visitor-id salt
 //! tally:keyspace                                      string  active aggregate version
@@ -109,6 +110,12 @@ impl Shard {
     /// The shard's event stream.
     pub fn stream_key(self) -> String {
         format!("{PREFIX}:{}:events", self.tag())
+    }
+
+    /// Ingest's open visits (sessions) on the shard's sites whose last event
+    /// lies in `window` (event time in ms divided by the session timeout).
+    pub fn visits_key(self, window: i64) -> String {
+        format!("{PREFIX}:{}:visits:{window}", self.tag())
     }
 }
 
@@ -259,14 +266,9 @@ pub fn is_span_key(key: &str) -> bool {
     key.split(':').nth(3) == Some("span")
 }
 
-/// Ingest's open session of a visitor on a site.
-pub fn visit_key(site: &str, visitor_id: u64) -> String {
-    format!(
-        "{PREFIX}:{}:visit:{}:{:016x}",
-        Shard::of_site(site).tag(),
-        site,
-        visitor_id
-    )
+/// The field of a visitor's open visit in a [`Shard::visits_key`] hash.
+pub fn visit_field(site: &str, visitor_id: u64) -> String {
+    format!("{visitor_id:016x}:{site}")
 }
 
 /// The site registry.
@@ -309,7 +311,7 @@ mod tests {
             ks.unique_key(Report::Pages, Grain::Day, site, 0, "/a:b"),
             ks.session_key(site, 42),
             ks.span_key(site),
-            visit_key(site, 7),
+            Shard::of_site(site).visits_key(997_200),
         ] {
             assert!(k.contains(&tag), "{k} lacks {tag}");
             assert_eq!(k.matches('{').count(), 1, "{k}: exactly one hash tag");

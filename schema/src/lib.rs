@@ -7,6 +7,7 @@
 //! change to any of them is one change, seen by all three services at once.
 //!
 //! - [`event`]: the stream record (field names, encoding, decoding).
+//! - [`entry`]: stream entries of one or several records, read from replies.
 //! - [`keys`]: shard routing by site, hash tags, every Redis key name.
 //! - [`grain`]: minute/hour/day buckets and their labels.
 //! - [`source`]: referrer source, channel and UTM tags, derived on decode.
@@ -17,6 +18,7 @@
 //! - [`ops`]: `/healthz`, `/metrics` and the shutdown signal every service uses.
 
 pub mod catalog;
+pub mod entry;
 pub mod event;
 pub mod grain;
 pub mod keys;

@@ -13,9 +13,10 @@
 -- contribution to the reports by its new one.
 --
 -- KEYS[1]  the shard stream
--- KEYS[2]  the shard's progress hash (events, batches)
+-- KEYS[2]  the shard's progress hash (events, entries, batches)
 -- KEYS[3..] aggregate and session keys (all with the stream's hash tag: one slot)
--- ARGV     group, consumer, n, id_1 .. id_n (ascending),
+-- ARGV     group, consumer, events (in the n entries), n, id_1 .. id_n
+--          (ascending),
 --          s, then s session items: key_index ttl_seconds expected new
 --            (expected empty: the session had no state),
 --          then ops: kind key_index ttl_seconds m items...
@@ -31,16 +32,16 @@
 -- returned.
 
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local n = tonumber(ARGV[3])
-if n == nil or n < 1 or #ARGV < 4 + n then
+local events, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+if events == nil or n == nil or n < 1 or #ARGV < 5 + n then
   return redis.error_reply('ERR tally apply: bad id count')
 end
 
-local pending = redis.call('XPENDING', stream, group, ARGV[4], ARGV[3 + n], n + 64, consumer)
+local pending = redis.call('XPENDING', stream, group, ARGV[5], ARGV[4 + n], n + 64, consumer)
 local owned = {}
 for _, e in ipairs(pending) do owned[e[1]] = true end
 local mine = {}
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   if owned[ARGV[i]] then mine[#mine + 1] = ARGV[i] end
 end
 if #mine == 0 then return 0 end
@@ -53,11 +54,11 @@ end
 
 -- Validate everything before the first write: a script that fails halfway
 -- would leave its earlier writes in place.
-local s = tonumber(ARGV[4 + n])
-if s == nil or s < 0 or #ARGV < 4 + n + 4 * s then
+local s = tonumber(ARGV[5 + n])
+if s == nil or s < 0 or #ARGV < 5 + n + 4 * s then
   return redis.error_reply('ERR tally apply: bad session count')
 end
-local sessions_start = 5 + n
+local sessions_start = 6 + n
 local ops_start = sessions_start + 4 * s
 for q = sessions_start, ops_start - 1, 4 do
   local k = tonumber(ARGV[q])
@@ -138,9 +139,10 @@ while p <= #ARGV do
   if ttl > 0 then redis.call('EXPIRE', key, ttl) end
 end
 
-for j = 4, 3 + n, 500 do
-  redis.call('XACK', stream, group, unpack(ARGV, j, math.min(j + 499, 3 + n)))
+for j = 5, 4 + n, 500 do
+  redis.call('XACK', stream, group, unpack(ARGV, j, math.min(j + 499, 4 + n)))
 end
-redis.call('HINCRBY', KEYS[2], 'events', n)
+redis.call('HINCRBY', KEYS[2], 'events', events)
+redis.call('HINCRBY', KEYS[2], 'entries', n)
 redis.call('HINCRBY', KEYS[2], 'batches', 1)
 return n

@@ -69,19 +69,21 @@ pub async fn read_states(
 }
 
 /// Apply `deltas` for the entries `ids` (ascending) of `shard`'s stream,
-/// merging its sessions into their stored facts.
+/// which hold `events` events, merging its sessions into their stored facts.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_batch(
     conn: &mut RedisConn,
     ks: Keyspace,
     shard: Shard,
     consumer: &str,
     ids: &[String],
+    events: usize,
     deltas: &Deltas,
     retention: Retention,
 ) -> redis::RedisResult<ApplyOutcome> {
     for _ in 0..MAX_CONFLICTS {
         let states = read_states(conn, ks, deltas).await?;
-        match try_apply(conn, ks, shard, consumer, ids, deltas, &states, retention).await? {
+        match try_apply(conn, ks, shard, consumer, ids, events, deltas, &states, retention).await? {
             Attempt::Done(outcome) => return Ok(outcome),
             Attempt::Conflict => metrics::counter!("tally_streamer_session_conflicts_total").increment(1),
         }
@@ -101,6 +103,7 @@ pub async fn try_apply(
     shard: Shard,
     consumer: &str,
     ids: &[String],
+    events: usize,
     deltas: &Deltas,
     states: &[Option<Vec<u8>>],
     retention: Retention,
@@ -142,7 +145,7 @@ pub async fn try_apply(
 
     let mut inv = APPLY.prepare_invoke();
     inv.key(shard.stream_key()).key(ks.applied_key(shard));
-    inv.arg(ks.group()).arg(consumer).arg(ids.len());
+    inv.arg(ks.group()).arg(consumer).arg(events).arg(ids.len());
     for id in ids {
         inv.arg(id);
     }

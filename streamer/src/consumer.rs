@@ -15,7 +15,7 @@ use crate::member_cache::MemberCache;
 use crate::rules::Rules;
 use crate::ttl_cache::TtlCache;
 use redis::Value;
-use redis::streams::{StreamAutoClaimReply, StreamId};
+use schema::entry::{StoredEntry, entries_of_autoclaim, entries_of_read};
 use schema::keys::parse_stream_id;
 use schema::ops::CancellationToken;
 use schema::store::RedisConn;
@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 pub struct ConsumerOptions {
     /// This process's consumer name in the group (unique per process).
     pub consumer: String,
-    /// Most entries read per batch.
+    /// About how many events to read per batch (entries hold one or
+    /// several; the read count follows the last read's events per entry).
     pub batch: usize,
     /// Entries pending longer than this for another consumer are reclaimed.
     pub claim_idle: Duration,
@@ -74,30 +75,43 @@ pub async fn ensure_group(conn: &mut RedisConn, ks: Keyspace, shard: Shard) -> r
     }
 }
 
-/// A stream entry with its decoded event (None if it could not be decoded).
+/// A stream entry with its decoded events (none if it could not be
+/// decoded).
 struct Entry {
     id: String,
-    event: Option<Event>,
+    events: Vec<Event>,
 }
 
-fn decode(ids: Vec<StreamId>) -> Vec<Entry> {
-    ids.into_iter()
-        .map(|sid| {
-            let event = decoded(&sid.id, Event::from_stream_id(&sid));
-            Entry { id: sid.id, event }
-        })
-        .collect()
-}
-
-/// The event of a decoded entry; an undecodable one is logged, counted and
-/// acknowledged without counting in the reports.
-fn decoded(id: &str, event: Result<Event, schema::event::DecodeError>) -> Option<Event> {
-    match event {
-        Ok(e) => Some(e),
-        Err(err) => {
-            tracing::warn!(id = %id, error = %err, "undecodable stream entry; acknowledging it without counting");
+impl Entry {
+    /// An undecodable entry is logged, counted and acknowledged without
+    /// counting in the reports.
+    fn of(stored: StoredEntry) -> Entry {
+        let events = stored.events.unwrap_or_else(|err| {
+            tracing::warn!(id = %stored.id, error = %err, "undecodable stream entry; acknowledging it without counting");
             metrics::counter!("tally_streamer_malformed_total").increment(1);
-            None
+            Vec::new()
+        });
+        Entry { id: stored.id, events }
+    }
+}
+
+/// How many entries to read for a batch of about `events` events, from the
+/// events per entry of the last read (ingest writes one event per entry
+/// when idle, up to a hundred under load).
+#[derive(Debug)]
+struct EntrySize {
+    events_per_entry: f64,
+}
+
+impl EntrySize {
+    fn count_for(&self, events: usize) -> usize {
+        ((events as f64 / self.events_per_entry).ceil() as usize).clamp(1, events.max(1))
+    }
+
+    fn observe(&mut self, entries: &[Entry]) {
+        if !entries.is_empty() {
+            let events: usize = entries.iter().map(|e| e.events.len()).sum();
+            self.events_per_entry = (events as f64 / entries.len() as f64).max(1.0);
         }
     }
 }
@@ -131,6 +145,9 @@ pub async fn run_shard(
     let min_poll = Duration::from_millis(1);
     let mut idle = min_poll;
     let mut last_claim = Instant::now();
+    // Start small: a stream written under load holds up to a hundred
+    // events per entry.
+    let mut entry_size = EntrySize { events_per_entry: 16.0 };
     while !shutdown.is_cancelled() {
         if last_claim.elapsed() >= opts.claim_every {
             last_claim = Instant::now();
@@ -150,14 +167,14 @@ pub async fn run_shard(
             .arg(&group)
             .arg(&opts.consumer)
             .arg("COUNT")
-            .arg(opts.batch)
+            .arg(entry_size.count_for(opts.batch))
             .arg("STREAMS")
             .arg(&stream)
             .arg(">")
             .query_async(&mut conn)
             .await;
         let entries = match read {
-            Ok(reply) => decode_read_reply(reply),
+            Ok(reply) => entries_of_read(reply).into_iter().map(Entry::of).collect::<Vec<_>>(),
             Err(e) => {
                 if e.code() == Some("NOGROUP") {
                     // The stream was deleted: recreate the active version's
@@ -188,43 +205,9 @@ pub async fn run_shard(
             continue;
         }
         idle = min_poll;
+        entry_size.observe(&entries);
         process(&mut conn, ks, shard, &opts, &mut caches, entries, &shutdown).await;
     }
-}
-
-/// Decode an `XREADGROUP` reply of one stream straight from the protocol
-/// values (no per-entry map): `[[stream, [[id, [field, value, ...]], ...]]]`,
-/// or nil when nothing was read.
-fn decode_read_reply(reply: Value) -> Vec<Entry> {
-    let Value::Array(streams) = reply else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for stream in streams {
-        let Value::Array(mut parts) = stream else { continue };
-        let Some(Value::Array(items)) = parts.pop() else {
-            continue;
-        };
-        out.reserve(items.len());
-        for item in items {
-            let Value::Array(pair) = item else { continue };
-            let mut pair = pair.into_iter();
-            let Some(id) = pair.next().and_then(|v| redis::from_redis_value::<String>(v).ok()) else {
-                continue;
-            };
-            let fields = match pair.next() {
-                Some(Value::Array(f)) => f,
-                _ => Vec::new(),
-            };
-            let pairs = fields.chunks_exact(2).filter_map(|kv| match kv {
-                [Value::BulkString(k), Value::BulkString(v)] => Some((k.as_slice(), v.as_slice())),
-                _ => None,
-            });
-            let event = decoded(&id, Event::from_entry(Some(&id), pairs));
-            out.push(Entry { id, event });
-        }
-    }
-    out
 }
 
 async fn reclaim(
@@ -251,23 +234,30 @@ async fn reclaim(
     if matches!(&idle, Value::Array(items) if items.is_empty()) {
         return Ok(Vec::new());
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Entry> = Vec::new();
+    let mut events = 0;
     let mut cursor = "0-0".to_owned();
-    // Bounded: at most 10 rounds of `batch` per reclaim pass.
+    // Bounded: at most 10 rounds per reclaim pass, about `batch` events in
+    // all (an entry holds up to a hundred).
     for _ in 0..10 {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(stream)
             .arg(group)
             .arg(&opts.consumer)
             .arg(opts.claim_idle.as_millis() as u64)
             .arg(&cursor)
             .arg("COUNT")
-            .arg(opts.batch)
+            .arg((opts.batch / 16).max(1))
             .query_async(conn)
             .await?;
-        out.extend(decode(reply.claimed));
-        cursor = reply.next_stream_id;
-        if cursor == "0-0" || out.len() >= opts.batch {
+        let (next, claimed) = entries_of_autoclaim(reply)
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "unexpected XAUTOCLAIM reply")))?;
+        for entry in claimed.into_iter().map(Entry::of) {
+            events += entry.events.len();
+            out.push(entry);
+        }
+        cursor = next;
+        if cursor == "0-0" || events >= opts.batch {
             break;
         }
     }
@@ -297,19 +287,17 @@ async fn process(
             return;
         }
         let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let counted = entries
-            .iter()
-            .filter_map(|e| e.event.as_ref())
-            .filter(|e| opts.rules.admits(e));
+        let events: usize = entries.iter().map(|e| e.events.len()).sum();
+        let counted = entries.iter().flat_map(|e| &e.events).filter(|e| opts.rules.admits(e));
         let mut deltas = aggregate(counted, ks, opts.retention);
         let members_added = caches.members.strip(&mut deltas);
         let lifetimes_set = caches.ttl.strip(&mut deltas);
         let started = Instant::now();
-        match apply_batch(conn, ks, shard, &opts.consumer, &ids, &deltas, opts.retention).await {
-            Ok(ApplyOutcome::Applied(n)) => {
+        match apply_batch(conn, ks, shard, &opts.consumer, &ids, events, &deltas, opts.retention).await {
+            Ok(ApplyOutcome::Applied(_)) => {
                 caches.ttl.record(lifetimes_set);
                 caches.members.record(members_added);
-                metrics::counter!("tally_streamer_events_applied_total").increment(n as u64);
+                metrics::counter!("tally_streamer_events_applied_total").increment(events as u64);
                 metrics::histogram!("tally_streamer_apply_seconds").record(started.elapsed().as_secs_f64());
                 return;
             }
@@ -329,7 +317,7 @@ async fn process(
             }
             Err(e) => {
                 metrics::counter!("tally_streamer_apply_errors_total").increment(1);
-                tracing::warn!(shard = %shard, error = %e, events = entries.len(), "apply failed; retrying the same batch");
+                tracing::warn!(shard = %shard, error = %e, entries = entries.len(), events, "apply failed; retrying the same batch");
                 if !backoff.wait(shutdown).await {
                     // Left pending: another consumer (or our successor) will
                     // reclaim and apply it.
@@ -379,34 +367,23 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
+    fn entry(events: usize) -> Entry {
+        Entry {
+            id: "1-0".into(),
+            events: (0..events).map(|i| Event::pageview(i as i64, "a.io", "/", 1)).collect(),
+        }
     }
 
     #[test]
-    fn read_replies_decode_without_maps() {
-        let good = Event::pageview(1_795_000_000_000, "a.io", "/x", 7);
-        let mut fields = Vec::new();
-        for (k, v) in good.to_fields() {
-            fields.push(bulk(k));
-            fields.push(bulk(&v));
-        }
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("tally:{s01}:events"),
-            Value::Array(vec![
-                Value::Array(vec![bulk("1-0"), Value::Array(fields)]),
-                Value::Array(vec![bulk("1-1"), Value::Array(vec![bulk("t"), bulk("soon")])]),
-            ]),
-        ])]);
-        let entries = decode_read_reply(reply);
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].id, "1-0");
-        assert_eq!(entries[0].event.as_ref(), Some(&good));
-        assert_eq!(entries[1].id, "1-1");
-        assert!(
-            entries[1].event.is_none(),
-            "undecodable entries are kept, to be acknowledged"
-        );
-        assert!(decode_read_reply(Value::Nil).is_empty());
+    fn reads_are_sized_in_events_by_the_last_read() {
+        let mut size = EntrySize { events_per_entry: 16.0 };
+        assert_eq!(size.count_for(1000), 63);
+        size.observe(&[entry(100), entry(100), entry(40)]);
+        assert_eq!(size.count_for(1000), 13);
+        size.observe(&[entry(1), entry(0)]);
+        assert_eq!(size.count_for(1000), 1000, "undecodable entries count as one event");
+        size.observe(&[]);
+        assert_eq!(size.count_for(1000), 1000, "an empty read says nothing");
+        assert_eq!(size.count_for(0), 1);
     }
 }

@@ -10,14 +10,13 @@
 
 use crate::aggregate::{Delta, recompute};
 use crate::rules::Rules;
-use redis::streams::StreamRangeReply;
 use schema::keys::bucket_of_key;
 use schema::store::RedisConn;
 use schema::{Event, Keyspace, Shard};
 use std::collections::{BTreeMap, HashMap};
 
 /// Entries per XRANGE call.
-const CHUNK: usize = 5000;
+const CHUNK: usize = 500;
 /// Allowed relative error of a HyperLogLog count: 5 standard errors of
 /// Redis's 0.81%. A verification checks thousands of sketches (one per
 /// bucket, page, device, country...), so a 3-sigma bound would flag a few
@@ -74,23 +73,16 @@ async fn read_events(conn: &mut RedisConn, shard: Shard, site: Option<&str>) -> 
     let mut out = Vec::new();
     let mut from = "-".to_owned();
     loop {
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(shard.stream_key())
-            .arg(&from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(CHUNK)
-            .query_async(conn)
-            .await?;
-        let n = reply.ids.len();
-        if let Some(last) = reply.ids.last() {
+        let entries = schema::entry::range(conn, &shard.stream_key(), &from, "+", CHUNK).await?;
+        let n = entries.len();
+        if let Some(last) = entries.last() {
             from = format!("({}", last.id);
         }
-        for sid in reply.ids {
-            if let Ok(e) = Event::from_stream_id(&sid)
-                && site.is_none_or(|s| s == e.site)
-            {
-                out.push(e);
+        for entry in entries {
+            for e in entry.events.into_iter().flatten() {
+                if site.is_none_or(|s| s == e.site) {
+                    out.push(e);
+                }
             }
         }
         if n < CHUNK {

@@ -94,14 +94,14 @@ async fn a_replayed_batch_is_not_counted_twice() {
     let ids = read(&mut conn, ks, shard, "c1", 10).await;
     let d = deltas_for(&ids, &all);
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &ids, &d, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", &ids, ids.len(), &d, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::Applied(10)
     );
     // The same call again (a retry after a lost reply, or a replay).
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &ids, &d, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", &ids, ids.len(), &d, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::NotPending
@@ -134,6 +134,7 @@ async fn a_partly_claimed_batch_is_split_exactly() {
         shard,
         "c1",
         &ids,
+        ids.len(),
         &deltas_for(&ids, &all),
         Retention::default(),
     )
@@ -149,6 +150,7 @@ async fn a_partly_claimed_batch_is_split_exactly() {
             shard,
             "c1",
             &kept,
+            kept.len(),
             &deltas_for(&kept, &all),
             Retention::default()
         )
@@ -163,6 +165,7 @@ async fn a_partly_claimed_batch_is_split_exactly() {
             shard,
             "c2",
             &stolen,
+            stolen.len(),
             &deltas_for(&stolen, &all),
             Retention::default()
         )

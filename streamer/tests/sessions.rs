@@ -139,7 +139,7 @@ async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
     for batch in batches {
         let events: Vec<Event> = batch.iter().map(|id| by_id[id].clone()).collect();
         let d = aggregate(&events, ks, Retention::default());
-        let outcome = apply_batch(conn, ks, shard, "c1", &batch, &d, Retention::default())
+        let outcome = apply_batch(conn, ks, shard, "c1", &batch, batch.len(), &d, Retention::default())
             .await
             .unwrap();
         assert_eq!(outcome, ApplyOutcome::Applied(batch.len()));
@@ -241,16 +241,26 @@ async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
     let stale = read_states(&mut conn, ks, &db).await.unwrap();
     assert_eq!(stale, vec![None]);
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &a, &da, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", &a, a.len(), &da, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::Applied(1)
     );
     let after_a = traffic_day(&mut conn).await;
     assert_eq!(
-        try_apply(&mut conn, ks, shard, "c1", &b, &db, &stale, Retention::default())
-            .await
-            .unwrap(),
+        try_apply(
+            &mut conn,
+            ks,
+            shard,
+            "c1",
+            &b,
+            b.len(),
+            &db,
+            &stale,
+            Retention::default()
+        )
+        .await
+        .unwrap(),
         Attempt::Conflict
     );
     assert_eq!(traffic_day(&mut conn).await, after_a, "a refused call writes nothing");
@@ -263,7 +273,7 @@ async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
     assert_eq!(redis::from_redis_value::<i64>(pending[0].clone()).unwrap(), 1);
 
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &b, &db, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", &b, b.len(), &db, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::Applied(1)

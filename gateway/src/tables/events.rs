@@ -7,7 +7,8 @@
 //! skew), so the id range is widened by those windows; DataFusion re-applies
 //! the exact filter. Each shard is one partition, read in chunks of
 //! [`CHUNK`] entries, so a query over millions of events streams with
-//! bounded memory.
+//! bounded memory. An entry holds one event or several written together
+//! (`schema::entry`), which are rows of their own.
 
 use crate::pushdown::{self, ScanBounds};
 use crate::tables::UTC;
@@ -25,7 +26,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
-use redis::streams::StreamRangeReply;
+use schema::entry;
 use schema::report::revenue_micros;
 use schema::source::{Source, Utm};
 use schema::store::RedisConn;
@@ -34,8 +35,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-/// Entries per XRANGE call.
-pub const CHUNK: usize = 2000;
+/// Entries per XRANGE call (an entry holds up to a hundred events).
+pub const CHUNK: usize = 250;
 /// The time column of the table.
 const TS: &str = "ts";
 /// How far back a client timestamp may lie before its arrival.
@@ -160,35 +161,27 @@ impl PartitionStream for ShardPartition {
             let (stream, end, sites, schema) = (stream.clone(), end.clone(), sites.clone(), batch_schema.clone());
             async move {
                 let from = cur.next.take()?;
-                let reply: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
-                    .arg(&stream)
-                    .arg(&from)
-                    .arg(&end)
-                    .arg("COUNT")
-                    .arg(CHUNK)
-                    .query_async(&mut cur.conn)
-                    .await;
-                let reply = match reply {
-                    Ok(r) => r,
+                let entries = match entry::range(&mut cur.conn, &stream, &from, &end, CHUNK).await {
+                    Ok(entries) => entries,
                     Err(e) => return Some((Err(DataFusionError::External(Box::new(e))), cur)),
                 };
-                if reply.ids.len() == CHUNK
-                    && let Some(last) = reply.ids.last()
+                if entries.len() == CHUNK
+                    && let Some(last) = entries.last()
                 {
                     cur.next = Some(format!("({}", last.id));
                 }
-                let rows: Vec<(String, Event)> = reply
-                    .ids
-                    .into_iter()
-                    .filter_map(|sid| match Event::from_stream_id(&sid) {
-                        Ok(e) => Some((sid.id, e)),
-                        Err(err) => {
-                            tracing::warn!(id = %sid.id, error = %err, "skipping undecodable stream entry");
-                            None
-                        }
-                    })
-                    .filter(|(_, e)| sites.as_ref().is_none_or(|s| s.contains(&e.site)))
-                    .collect();
+                let mut rows: Vec<(String, Event)> = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let id = entry.id.clone();
+                    match entry.into_events_with_ids() {
+                        Ok(events) => rows.extend(
+                            events
+                                .into_iter()
+                                .filter(|(_, e)| sites.as_ref().is_none_or(|s| s.contains(&e.site))),
+                        ),
+                        Err(err) => tracing::warn!(id = %id, error = %err, "skipping undecodable stream entry"),
+                    }
+                }
                 Some((rows_to_batch(&schema, &rows), cur))
             }
         })

@@ -44,33 +44,60 @@ pub async fn start(redis: &RedisServer, sites: &[&str], configure: impl FnOnce(&
     Ingest { conn, base, stop, task }
 }
 
-/// Entries in all shard streams.
-pub async fn stream_length(conn: &mut RedisConn) -> u64 {
+/// Events in all shard streams (an entry holds one or several).
+pub async fn stored_events(conn: &mut RedisConn) -> u64 {
     let mut total = 0;
     for s in Shard::all() {
-        let n: u64 = redis::cmd("XLEN").arg(s.stream_key()).query_async(conn).await.unwrap();
-        total += n;
+        total += shard_entries(conn, s)
+            .await
+            .iter()
+            .map(|e| e.events.as_ref().map_or(0, Vec::len) as u64)
+            .sum::<u64>();
     }
     total
 }
 
+async fn shard_entries(conn: &mut RedisConn, shard: Shard) -> Vec<schema::entry::StoredEntry> {
+    schema::entry::range(conn, &shard.stream_key(), "-", "+", 100_000)
+        .await
+        .unwrap()
+}
+
+/// A stream entry as stored: its id and its field/value pairs in order (a
+/// field appears once per event the entry holds).
+pub struct RawEntry {
+    pub id: String,
+    pub pairs: Vec<(String, String)>,
+}
+
+impl RawEntry {
+    /// The values of `field`, one per event of the entry that has it.
+    pub fn values(&self, field: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == field)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
 /// The entries of `site`'s shard stream as stored, oldest first.
-pub async fn stream_entries(conn: &mut RedisConn, site: &str) -> Vec<redis::streams::StreamId> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+pub async fn stream_entries(conn: &mut RedisConn, site: &str) -> Vec<RawEntry> {
+    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(Shard::of_site(site).stream_key())
         .arg("-")
         .arg("+")
         .query_async(conn)
         .await
         .unwrap();
-    reply.ids
+    reply.into_iter().map(|(id, pairs)| RawEntry { id, pairs }).collect()
 }
 
 /// The decoded events in `site`'s shard stream, oldest first.
 pub async fn stream_events(conn: &mut RedisConn, site: &str) -> Vec<schema::Event> {
-    stream_entries(conn, site)
+    shard_entries(conn, Shard::of_site(site))
         .await
-        .iter()
-        .map(|e| schema::Event::from_stream_id(e).unwrap())
+        .into_iter()
+        .flat_map(|e| e.events.unwrap())
         .collect()
 }
