@@ -23,9 +23,8 @@
 -- then per event: candidate session id, event ms, and the record's values
 -- but the first and the last (m - 2), which are the time and the session
 -- this script sets.
--- Each entry holds the records of up to ARGV[4] consecutive events, one
--- after the other, each beginning with its time field (see
--- schema/src/entry.rs). A record's first pair is the event time; it is
+-- Each entry holds the records of up to ARGV[4] consecutive events (see
+-- schema/src/entry.rs). A record's first value is the event time; it is
 -- stored relative to the entry id's milliseconds, a small integer for live
 -- events: the id is chosen as "<now ms>-*". That fails only when the
 -- stream's last id is later (the clock stepped back); such an entry (and an
@@ -58,8 +57,9 @@ end
 -- Visits this call read or made, per field: a list of
 -- {session id, last ms text, last ms, window (1 to 3), dirty}.
 local visits = {}
--- Event i's stored visit in window w, joined to the call's own (which are
--- newer) by session id.
+-- Event i's stored visit in window w, joined by session id to the one the
+-- call knows: a visit whose last event moved to a later window left an
+-- older copy behind, so the latest last event wins.
 local function stored_visit(i, w, known)
   local cur = stored[w][i]
   if not cur then return nil end
@@ -68,7 +68,10 @@ local function stored_visit(i, w, known)
   if not last then return nil end
   local sid = sub(cur, 1, colon - 1)
   for _, v in ipairs(known) do
-    if v[1] == sid then return v end
+    if v[1] == sid then
+      if last > v[3] then v[2], v[3], v[4] = sub(cur, colon + 1), last, w end
+      return v
+    end
   end
   local v = {sid, sub(cur, colon + 1), last, w, false}
   known[#known + 1] = v
@@ -108,45 +111,49 @@ for i = 1, n do
   p = p + stride
 end
 
--- Entries of up to per_entry events each.
+-- Entries of up to per_entry events each: one event's record by name (the
+-- same names as every such entry, which Redis stores once per node),
+-- several records by value after the field '#' (see schema/src/entry.rs).
 local ids = {}
 local relative = true
 local first = 1
 while first <= n do
   local last = math.min(n, first + per_entry - 1)
   local record = {KEYS[1], '*'}
-  local r = 2
+  -- time_at[i]: where event i's time goes in record.
+  local time_at = {}
   local q = events0 + 1 + (first - 1) * stride
-  for i = first, last do
-    record[r + 1] = names[1]
+  if first == last then
     for j = 2, m - 1 do
-      record[r + 2 * j - 1] = names[j]
-      record[r + 2 * j] = ARGV[q + j]
+      record[2 * j + 1] = names[j]
+      record[2 * j + 2] = ARGV[q + j]
     end
-    record[r + 2 * m - 1] = names[m]
-    record[r + 2 * m] = sid_of[i]
-    r = r + 2 * m
-    q = q + stride
+    record[3], record[2 * m + 1], record[2 * m + 2] = names[1], names[m], sid_of[first]
+    time_at[first] = 4
+  else
+    record[3], record[4] = '#', tostring(last - first + 1)
+    local r = 4
+    for i = first, last do
+      time_at[i] = r + 1
+      for j = 2, m - 1 do record[r + j] = ARGV[q + j] end
+      record[r + m] = sid_of[i]
+      r = r + m
+      q = q + stride
+    end
   end
   local id
   if relative then
     record[2] = now_ms .. '-*'
-    local t = 4
     for i = first, last do
       local rel = ts_of[i] - now_ms
-      if abs(rel) < 1e11 then record[t] = tostring(rel) else record[t] = tostring(ts_of[i]) end
-      t = t + 2 * m
+      if abs(rel) < 1e11 then record[time_at[i]] = tostring(rel) else record[time_at[i]] = tostring(ts_of[i]) end
     end
     id = redis.pcall('XADD', unpack(record))
     if type(id) == 'table' and id.err then id, relative = nil, false end
   end
   if id == nil then
     record[2] = '*'
-    local t = 4
-    for i = first, last do
-      record[t] = tostring(ts_of[i])
-      t = t + 2 * m
-    end
+    for i = first, last do record[time_at[i]] = tostring(ts_of[i]) end
     id = redis.call('XADD', unpack(record))
   end
   ids[#ids + 1] = id

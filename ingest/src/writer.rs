@@ -2,17 +2,19 @@
 //!
 //! Request handlers hand their event to one writer task over a bounded queue
 //! and wait for its verdict. The writer takes whatever has queued up (never
-//! waiting for more), groups it by shard stream (one Redis Cluster slot
-//! each), record layout (packed or not, see `schema::event`) and visit
-//! window (30 minutes of event time, see the script), and sends
-//! each group as one call of the append script (`append.lua`), which assigns
-//! each event its session and `XADD`s the group's records, up to
-//! [`WriterOptions::entry_events`] to an entry (see `schema::entry`), with
-//! several calls in flight. Under load many requests share one round trip
-//! and one entry (Redis's cost per event falls to about half of one entry
-//! each, `bench/append_cost.py`); when idle an event is written at once, so
-//! no request waits for a timer. A handler answers 202 only after the call
-//! that holds its event came back.
+//! waiting for more) and keeps it per shard stream (one Redis Cluster slot
+//! each). Each shard has at most one append in flight, and what arrives
+//! meanwhile waits for the next one, so a visitor's events are assigned
+//! their sessions in the order received; shards are written in parallel. An
+//! append sends one call of the append script (`append.lua`) per record
+//! layout (packed or not, see `schema::event`) and visit window (30 minutes
+//! of event time, see the script), one after the other; the script assigns
+//! each event its session and `XADD`s the records, up to
+//! [`WriterOptions::entry_events`] to an entry (see `schema::entry`). Under
+//! load many requests share one round trip and one entry, which costs Redis
+//! about a third less per event than an entry each (`bench/append_cost.py`);
+//! when idle an event is written at once, so no request waits for a timer.
+//! A handler answers 202 only after the call that holds its event came back.
 
 use redis::{Script, Value};
 use schema::event::SESSION_TIMEOUT_MS;
@@ -20,8 +22,8 @@ use schema::keys::visit_field;
 use schema::store::RedisConn;
 use schema::{Event, Shard};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::sync::LazyLock;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
@@ -88,12 +90,12 @@ impl Record {
 /// Tuning of the writer.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterOptions {
-    /// Queue capacity; a full queue answers 503 rather than buffering without
-    /// bound.
+    /// Queue capacity, and most events taken from it that wait for their
+    /// shard; a full queue answers 503 rather than buffering without bound.
     pub queue: usize,
-    /// Most events in one pipeline.
+    /// Most events in one append of a shard.
     pub max_batch: usize,
-    /// Pipelines in flight at once.
+    /// Shards with an append in flight at once (one each at most).
     pub max_in_flight: usize,
     /// Most events in one stream entry.
     pub entry_events: usize,
@@ -143,34 +145,83 @@ impl EventWriter {
 }
 
 async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: WriterOptions) {
-    let permits = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
-    let mut in_flight = JoinSet::new();
+    // Events taken from the queue, per shard, waiting for that shard's call
+    // in flight (one per shard at a time, so that a visitor's events are
+    // assigned their sessions in the order received); at most `queue` in
+    // all, beyond which the queue fills and requests are refused (503).
+    let mut waiting: HashMap<Shard, Vec<WriteRequest>> = HashMap::new();
+    let mut waiting_events = 0;
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut busy: HashMap<tokio::task::Id, Shard> = HashMap::new();
     let mut batch = Vec::with_capacity(opts.max_batch);
-    while rx.recv_many(&mut batch, opts.max_batch).await > 0 {
-        // One task per shard and record layout.
-        let mut by_shard: HashMap<(Shard, bool), Vec<(WriteRequest, Record)>> = HashMap::new();
-        for req in batch.drain(..) {
-            let record = Record::of(&req.event);
-            by_shard
-                .entry((req.shard, record.packed))
-                .or_default()
-                .push((req, record));
-        }
-        for ((shard, _), reqs) in by_shard {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+    let mut open = true;
+    loop {
+        // A call for every idle shard with events waiting.
+        let idle: Vec<Shard> = waiting
+            .keys()
+            .filter(|s| !busy.values().any(|b| b == *s))
+            .copied()
+            .collect();
+        for shard in idle {
+            if busy.len() >= opts.max_in_flight.max(1) {
                 break;
+            }
+            let Some(mut reqs) = waiting.remove(&shard) else {
+                continue;
             };
-            let conn = conn.clone();
-            let entry_events = opts.entry_events.max(1);
-            in_flight.spawn(async move {
-                write_windows(conn, shard, reqs, entry_events).await;
-                drop(permit);
-            });
+            if reqs.len() > opts.max_batch {
+                waiting.insert(shard, reqs.split_off(opts.max_batch));
+            }
+            waiting_events -= reqs.len();
+            let (conn, entry_events) = (conn.clone(), opts.entry_events.max(1));
+            let task = in_flight.spawn(write_shard(conn, shard, reqs, entry_events));
+            busy.insert(task.id(), shard);
         }
-        while in_flight.try_join_next().is_some() {}
+        if !open && in_flight.is_empty() && waiting.is_empty() {
+            return;
+        }
+        tokio::select! {
+            n = rx.recv_many(&mut batch, opts.max_batch), if open && waiting_events < opts.queue => {
+                if n == 0 {
+                    // Queue closed: write what was taken, then return.
+                    open = false;
+                }
+                waiting_events += batch.len();
+                for req in batch.drain(..) {
+                    waiting.entry(req.shard).or_default().push(req);
+                }
+            }
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "append task failed");
+                        e.id()
+                    }
+                };
+                busy.remove(&id);
+            }
+        }
     }
-    // Queue closed: finish what is in flight before returning.
-    while in_flight.join_next().await.is_some() {}
+}
+
+/// Append `reqs` to `shard`'s stream: the events of each record layout
+/// (packed or not) in calls of their own, one after the other.
+async fn write_shard(conn: RedisConn, shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) {
+    let (mut packed, mut full) = (Vec::with_capacity(reqs.len()), Vec::new());
+    for req in reqs {
+        let record = Record::of(&req.event);
+        if record.packed {
+            packed.push((req, record));
+        } else {
+            full.push((req, record));
+        }
+    }
+    for group in [packed, full] {
+        if !group.is_empty() {
+            write_windows(conn.clone(), shard, group, entry_events).await;
+        }
+    }
 }
 
 /// The visit window of an event time: see `append.lua`.
@@ -302,6 +353,18 @@ mod tests {
             .unwrap();
         let sizes: Vec<usize> = entries.iter().map(|e| e.events.as_ref().unwrap().len()).collect();
         assert_eq!(sizes, [100, 100, 50], "at most WriterOptions::entry_events per entry");
+        // Several records are stored by value after the field `#`.
+        let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(Shard::of_site(site).stream_key())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(raw[0].1[0], ("#".to_owned(), "100".to_owned()));
+        assert_eq!(raw[0].1.len(), 1 + 100 * 2, "four values per record, two to a pair");
         let stored: Vec<Event> = entries.into_iter().flat_map(|e| e.events.unwrap()).collect();
         for (s, e) in stored.iter().zip(&sent) {
             assert_eq!(s.url, e.url);

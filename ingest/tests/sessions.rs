@@ -85,6 +85,8 @@ async fn a_visitors_events_in_one_request_get_the_sessions_of_the_timeout_rule()
     let second = session("/a75");
     assert_ne!(second, first, "a gap over 30 minutes starts a visit");
     assert_eq!(session("/a95"), second);
+    // (+95 moved the visit's last event into the next window; the copy
+    // left in the window before must not hide it.)
     assert_eq!(session("/a110"), second, "the visit was stored");
     let other = session("/b0");
     assert!(other != first && other != second, "another visitor, another visit");

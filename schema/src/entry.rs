@@ -1,13 +1,20 @@
 //! Shard stream entries, each holding one event's record or several.
 //!
 //! Ingest appends the events that reach it together as one entry (its append
-//! script, `ingest/src/append.lua`): their records follow one another in the
-//! entry's field list, each beginning with its time field `t` (see
-//! [`crate::event`] for a record). One `XADD` per group rather than per event
-//! halves what Redis spends per stored event (`bench/append_cost.py`), and
-//! the streamer reads, claims and acknowledges fewer ids. The entry stays
-//! the unit of the log: the streamer applies and acknowledges it whole,
-//! exactly once.
+//! script, `ingest/src/append.lua`), up to a hundred. One `XADD` per group
+//! rather than per event cuts what Redis spends per stored event by a
+//! quarter to a third (`bench/append_cost.py`), and the streamer reads,
+//! claims and acknowledges fewer ids. The entry stays the unit of the log:
+//! the streamer applies and acknowledges it whole, exactly once.
+//!
+//! An entry of one event holds its record (see [`crate::event`]) as named
+//! fields, the same names as every such entry, which Redis then stores once
+//! per listpack node. An entry of several opens with the field [`RECORDS`]
+//! (`#`, the number of records) and holds the records' values only, in the
+//! fixed order of their layout, two to a field/value pair: names repeated
+//! per record would cost about 12 bytes an event, since such an entry's
+//! field list matches no other. [`records`] reads both (and older entries
+//! of several named records).
 //!
 //! An entry's field names repeat, which the redis crate's `StreamId` (a map)
 //! cannot hold, so replies are decoded here straight from the protocol
@@ -44,24 +51,65 @@ impl StoredEntry {
     }
 }
 
-/// The events of the entry `id` from its field/value pairs: a record begins
-/// at each `t` after the first. An entry without fields (or one whose
-/// record lacks a time) is an error.
-pub fn decode_events(id: Option<&str>, pairs: &[(&[u8], &[u8])]) -> Result<Vec<Event>, DecodeError> {
-    let mut events = Vec::with_capacity(1);
+/// A field/value pair of an entry, as bytes.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// The field that opens an entry of several records stored by value: its
+/// value is the number of records.
+pub const RECORDS: &str = "#";
+
+/// The records of an entry as field/value pairs, from the entry's pairs.
+///
+/// - An entry that opens with [`RECORDS`] holds that many records, stored
+///   by value only: each record's values in the order of
+///   [`Event::packed_field_names`] (4 values) or [`Event::field_names`] (12),
+///   one after the other, read two to a field/value pair.
+/// - Otherwise the pairs are named; a record begins at each `t` after the
+///   first (older entries hold one named record).
+pub fn records<'a>(pairs: &[Pair<'a>]) -> Result<Vec<Vec<Pair<'a>>>, DecodeError> {
+    const INVALID: DecodeError = DecodeError::Invalid(RECORDS);
+    if let Some(((b"#", count), rest)) = pairs.split_first() {
+        let count: usize = std::str::from_utf8(count)
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .filter(|c| *c > 0)
+            .ok_or(INVALID)?;
+        let values: Vec<&[u8]> = rest.iter().flat_map(|(k, v)| [*k, *v]).collect();
+        let names: &[&str] = match values.len() / count {
+            w if w * count != values.len() => return Err(INVALID),
+            4 => &Event::packed_field_names(),
+            12 => &Event::field_names(),
+            _ => return Err(INVALID),
+        };
+        return Ok(values
+            .chunks_exact(names.len())
+            .map(|record| names.iter().map(|n| n.as_bytes()).zip(record.iter().copied()).collect())
+            .collect());
+    }
+    let mut out = Vec::with_capacity(1);
     let mut start = 0;
     let mut has_time = false;
     for (i, (k, _)) in pairs.iter().enumerate() {
         if *k == b"t" {
             if has_time {
-                events.push(Event::from_entry(id, pairs[start..i].iter().copied())?);
+                out.push(pairs[start..i].to_vec());
                 start = i;
             }
             has_time = true;
         }
     }
-    events.push(Event::from_entry(id, pairs[start..].iter().copied())?);
-    Ok(events)
+    out.push(pairs[start..].to_vec());
+    Ok(out)
+}
+
+/// The events of the entry `id` from its field/value pairs (see
+/// [`records`]). An entry without fields, or with a record that does not
+/// decode, is an error.
+pub fn decode_events(id: Option<&str>, pairs: &[(&[u8], &[u8])]) -> Result<Vec<Event>, DecodeError> {
+    records(pairs)?
+        .into_iter()
+        .map(|record| Event::from_entry(id, record))
+        .collect()
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -160,6 +208,46 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn by_value(events: &[Event]) -> Vec<Value> {
+        let mut out = vec![bulk(RECORDS), bulk(&events.len().to_string())];
+        for e in events {
+            out.extend(e.to_packed_fields().unwrap().into_iter().map(|(_, v)| bulk(&v)));
+        }
+        out
+    }
+
+    #[test]
+    fn an_entry_of_records_by_value_decodes_like_named_ones() {
+        let sent = events(3);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("1795000000000-0"),
+            Value::Array(by_value(&sent)),
+        ])]);
+        let entries = entries_of_range(reply);
+        assert_eq!(entries[0].events.as_ref().unwrap(), &sent);
+        // The twelve-field layout by value, and counts that do not fit.
+        let full: Vec<Value> = [bulk(RECORDS), bulk("2")]
+            .into_iter()
+            .chain(
+                sent[..2]
+                    .iter()
+                    .flat_map(|e| e.to_fields().into_iter().map(|(_, v)| bulk(&v))),
+            )
+            .collect();
+        let reply = Value::Array(vec![Value::Array(vec![bulk("1795000000000-0"), Value::Array(full)])]);
+        assert_eq!(entries_of_range(reply)[0].events.as_ref().unwrap(), &sent[..2]);
+        for count in ["2", "0", "x", "4"] {
+            let mut fields = by_value(&sent);
+            fields[1] = bulk(count);
+            let reply = Value::Array(vec![Value::Array(vec![bulk("1-0"), Value::Array(fields)])]);
+            assert_eq!(
+                entries_of_range(reply)[0].events,
+                Err(DecodeError::Invalid(RECORDS)),
+                "{count} records"
+            );
+        }
     }
 
     fn record(e: &Event) -> Vec<Value> {

@@ -63,20 +63,23 @@ async fn shard_entries(conn: &mut RedisConn, shard: Shard) -> Vec<schema::entry:
         .unwrap()
 }
 
-/// A stream entry as stored: its id and its field/value pairs in order (a
-/// field appears once per event the entry holds).
+/// A stream entry as stored: its id and its field/value pairs in order (see
+/// `schema::entry` for the layouts).
 pub struct RawEntry {
     pub id: String,
     pub pairs: Vec<(String, String)>,
 }
 
 impl RawEntry {
-    /// The values of `field`, one per event of the entry that has it.
-    pub fn values(&self, field: &str) -> Vec<&str> {
-        self.pairs
+    /// The values of `field` as stored, one per record of the entry that
+    /// has it (records by value read with their layout's names).
+    pub fn values(&self, field: &str) -> Vec<String> {
+        let pairs: Vec<(&[u8], &[u8])> = self.pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        schema::entry::records(&pairs)
+            .unwrap()
             .iter()
-            .filter(|(k, _)| k == field)
-            .map(|(_, v)| v.as_str())
+            .flat_map(|record| record.iter().filter(|(k, _)| *k == field.as_bytes()))
+            .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
             .collect()
     }
 }
