@@ -106,7 +106,8 @@ impl Default for WriterOptions {
         WriterOptions {
             queue: 16_384,
             max_batch: 512,
-            max_in_flight: 8,
+            // Every shard at once: a shard never waits for another's turn.
+            max_in_flight: schema::keys::SHARDS as usize,
             entry_events: 100,
         }
     }
