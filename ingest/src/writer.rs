@@ -3,14 +3,17 @@
 //! Request handlers hand their event to one writer task over a bounded queue
 //! and wait for its verdict. The writer takes whatever has queued up (never
 //! waiting for more) and keeps it per shard stream (one Redis Cluster slot
-//! each). Each shard has at most one append in flight, and what arrives
-//! meanwhile waits for the next one, so a visitor's events are assigned
-//! their sessions in the order received; shards are written in parallel. An
-//! append sends one call of the append script (`append.lua`) per record
-//! layout (packed or not, see `schema::event`) and visit window (30 minutes
-//! of event time, see the script), one after the other; the script assigns
-//! each event its session and `XADD`s the records, up to
-//! [`WriterOptions::entry_events`] to an entry (see `schema::entry`). Under
+//! each). A shard's turn sends one call of the append script (`append.lua`)
+//! per record layout (packed or not, see `schema::event`) and visit window
+//! (30 minutes of event time, see the script); the script assigns each
+//! event its session and `XADD`s the records, up to
+//! [`WriterOptions::entry_events`] to an entry (see `schema::entry`).
+//!
+//! Order: a visitor's events must be assigned their sessions in the order
+//! received. The writer hands each call to the connection itself, in order,
+//! and Redis runs one connection's commands in order, so a shard can have
+//! two turns in flight (one running, the next queued behind it) without
+//! reordering; what arrives meanwhile gathers for the turn after. Under
 //! load many requests share one round trip and one entry, which costs Redis
 //! about a third less per event than an entry each (`bench/append_cost.py`);
 //! when idle an event is written at once, so no request waits for a timer.
@@ -26,7 +29,10 @@ use std::sync::LazyLock;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
+/// The append script; it is sent by its hash (`EVALSHA`) and loaded when
+/// Redis does not have it.
+const APPEND_SOURCE: &str = include_str!("append.lua");
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SOURCE));
 
 /// A fresh session id for an event that may start a session: a hash of the
 /// visitor and the event time, positive as an `i64` (the record's type) and
@@ -93,9 +99,9 @@ pub struct WriterOptions {
     /// Queue capacity, and most events taken from it that wait for their
     /// shard; a full queue answers 503 rather than buffering without bound.
     pub queue: usize,
-    /// Most events in one append of a shard.
+    /// Most events in one turn of a shard.
     pub max_batch: usize,
-    /// Shards with an append in flight at once (one each at most).
+    /// Shard turns in flight at once (`SHARD_DEPTH` per shard at most).
     pub max_in_flight: usize,
     /// Most events in one stream entry.
     pub entry_events: usize,
@@ -107,7 +113,7 @@ impl Default for WriterOptions {
             queue: 16_384,
             max_batch: 512,
             // Every shard at once: a shard never waits for another's turn.
-            max_in_flight: schema::keys::SHARDS as usize,
+            max_in_flight: SHARD_DEPTH * schema::keys::SHARDS as usize,
             entry_events: 100,
         }
     }
@@ -146,24 +152,24 @@ impl EventWriter {
 }
 
 async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: WriterOptions) {
-    // Events taken from the queue, per shard, waiting for that shard's call
-    // in flight (one per shard at a time, so that a visitor's events are
-    // assigned their sessions in the order received); at most `queue` in
-    // all, beyond which the queue fills and requests are refused (503).
+    // Events taken from the queue, per shard, waiting for a turn of their
+    // shard; at most `queue` in all, beyond which the queue fills and
+    // requests are refused (503).
     let mut waiting: HashMap<Shard, Vec<WriteRequest>> = HashMap::new();
     let mut waiting_events = 0;
     let mut in_flight: JoinSet<()> = JoinSet::new();
+    // The shard of each task in flight; a shard has at most SHARD_DEPTH.
     let mut busy: HashMap<tokio::task::Id, Shard> = HashMap::new();
     let mut batch = Vec::with_capacity(opts.max_batch);
     let mut open = true;
     loop {
-        // A call for every idle shard with events waiting.
-        let idle: Vec<Shard> = waiting
+        // Send what waits, for every shard with room.
+        let ready: Vec<Shard> = waiting
             .keys()
-            .filter(|s| !busy.values().any(|b| b == *s))
+            .filter(|s| busy.values().filter(|b| b == s).count() < SHARD_DEPTH)
             .copied()
             .collect();
-        for shard in idle {
+        for shard in ready {
             if busy.len() >= opts.max_in_flight.max(1) {
                 break;
             }
@@ -174,8 +180,19 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
                 waiting.insert(shard, reqs.split_off(opts.max_batch));
             }
             waiting_events -= reqs.len();
-            let (conn, entry_events) = (conn.clone(), opts.entry_events.max(1));
-            let task = in_flight.spawn(write_shard(conn, shard, reqs, entry_events));
+            // Each call is polled once here, which hands it to the
+            // connection: calls go out in the order made, and Redis runs
+            // one connection's commands in order.
+            let mut sent = Vec::new();
+            for append in appends(shard, reqs, opts.entry_events.max(1)) {
+                let mut call = Box::pin(append.send(conn.clone()));
+                if futures::poll!(call.as_mut()).is_pending() {
+                    sent.push(call);
+                }
+            }
+            let task = in_flight.spawn(async move {
+                futures::future::join_all(sent).await;
+            });
             busy.insert(task.id(), shard);
         }
         if !open && in_flight.is_empty() && waiting.is_empty() {
@@ -206,116 +223,131 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
     }
 }
 
-/// Append `reqs` to `shard`'s stream: the events of each record layout
-/// (packed or not) in calls of their own, one after the other.
-async fn write_shard(conn: RedisConn, shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) {
-    let (mut packed, mut full) = (Vec::with_capacity(reqs.len()), Vec::new());
-    for req in reqs {
-        let record = Record::of(&req.event);
-        if record.packed {
-            packed.push((req, record));
-        } else {
-            full.push((req, record));
-        }
-    }
-    for group in [packed, full] {
-        if !group.is_empty() {
-            write_windows(conn.clone(), shard, group, entry_events).await;
-        }
-    }
-}
+/// Turns of one shard in flight at once: while Redis runs one, the next is
+/// already on its way (sent after it on the same connection, so run after
+/// it), and what arrives meanwhile gathers for the one after.
+const SHARD_DEPTH: usize = 2;
 
 /// The visit window of an event time: see `append.lua`.
 fn visit_window(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(SESSION_TIMEOUT_MS)
 }
 
-/// Append `reqs` (records of one layout) to `shard`'s stream: one call per
-/// visit window, one after the other in the order of the windows (live
-/// traffic is in one window, or two at a boundary), so that a visit in one
-/// window is stored before the events of the next look for it; within a
-/// window, in the order received.
-async fn write_windows(conn: RedisConn, shard: Shard, mut reqs: Vec<(WriteRequest, Record)>, entry_events: usize) {
-    reqs.sort_by_key(|(r, _)| visit_window(r.event.ts_ms));
-    let mut run: Vec<(WriteRequest, Record)> = Vec::with_capacity(reqs.len());
-    for item in reqs {
-        if let Some((first, _)) = run.first()
-            && visit_window(first.event.ts_ms) != visit_window(item.0.event.ts_ms)
-        {
-            write_pipeline(conn.clone(), shard, std::mem::take(&mut run), entry_events).await;
+/// The append calls for `reqs` of `shard`, in the order to send them: one
+/// per record layout (packed or not) and visit window, the windows in
+/// ascending order (live traffic is in one window, or two at a boundary),
+/// so that a visit in one window is stored before the events of the next
+/// look for it; within a call, events in the order received.
+fn appends(shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) -> Vec<Append> {
+    // (unpacked layout, visit window) -> events, in the order first seen.
+    type Group = ((bool, i64), Vec<(WriteRequest, Record)>);
+    let mut groups: Vec<Group> = Vec::new();
+    for req in reqs {
+        let record = Record::of(&req.event);
+        let key = (!record.packed, visit_window(req.event.ts_ms));
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push((req, record)),
+            None => groups.push((key, vec![(req, record)])),
         }
-        run.push(item);
     }
-    write_pipeline(conn, shard, run, entry_events).await;
+    groups.sort_by_key(|(k, _)| *k);
+    groups
+        .into_iter()
+        .map(|((_, window), group)| Append::new(shard, window, group, entry_events))
+        .collect()
 }
 
-/// Append `reqs` (records of one layout, events of one visit window) to
-/// `shard`'s stream in one call, `entry_events` to an entry.
-async fn write_pipeline(mut conn: RedisConn, shard: Shard, reqs: Vec<(WriteRequest, Record)>, entry_events: usize) {
-    let (names, window): (&[&str], i64) = match reqs.first() {
-        Some((r, record)) if record.packed => (&Event::packed_field_names(), visit_window(r.event.ts_ms)),
-        Some((r, _)) => (&Event::field_names(), visit_window(r.event.ts_ms)),
-        None => return,
-    };
-    let mut inv = APPEND.prepare_invoke();
-    inv.key(shard.stream_key());
-    for w in window - 1..=window + 1 {
-        inv.key(shard.visits_key(w));
-    }
-    inv.arg(reqs.len())
-        .arg(names.len())
-        .arg(SESSION_TIMEOUT_MS)
-        .arg(entry_events);
-    // The field names once per call, then the visit fields in one run; per
-    // event only the values the script does not set (the time and the
-    // session, first and last).
-    for name in names {
-        inv.arg(*name);
-    }
-    for (r, _) in &reqs {
-        inv.arg(visit_field(&r.event.site, r.event.visitor_id));
-    }
-    for (r, record) in &reqs {
-        inv.arg(candidate_session(&r.event)).arg(r.event.ts_ms);
-        for v in &record.values {
-            inv.arg(v);
+/// One call of the append script: events of one layout and visit window.
+struct Append {
+    shard: Shard,
+    cmd: redis::Cmd,
+    reqs: Vec<WriteRequest>,
+    /// Stream entries the call makes.
+    entries: usize,
+}
+
+impl Append {
+    fn new(shard: Shard, window: i64, reqs: Vec<(WriteRequest, Record)>, entry_events: usize) -> Append {
+        let names: &[&str] = match reqs.first() {
+            Some((_, record)) if !record.packed => &Event::field_names(),
+            _ => &Event::packed_field_names(),
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(APPEND.get_hash()).arg(4).arg(shard.stream_key());
+        for w in window - 1..=window + 1 {
+            cmd.arg(shard.visits_key(w));
+        }
+        cmd.arg(reqs.len())
+            .arg(names.len())
+            .arg(SESSION_TIMEOUT_MS)
+            .arg(entry_events);
+        // The field names once per call, then the visit fields in one run;
+        // per event only the values the script does not set (the time and
+        // the session, first and last).
+        for name in names {
+            cmd.arg(*name);
+        }
+        for (r, _) in &reqs {
+            cmd.arg(visit_field(&r.event.site, r.event.visitor_id));
+        }
+        for (r, record) in &reqs {
+            cmd.arg(candidate_session(&r.event)).arg(r.event.ts_ms);
+            for v in &record.values {
+                cmd.arg(v);
+            }
+        }
+        Append {
+            shard,
+            cmd,
+            entries: reqs.len().div_ceil(entry_events),
+            reqs: reqs.into_iter().map(|(r, _)| r).collect(),
         }
     }
-    let reqs: Vec<WriteRequest> = reqs.into_iter().map(|(r, _)| r).collect();
-    let started = std::time::Instant::now();
-    let result: Result<Vec<Value>, _> = inv.invoke_async(&mut conn).await;
-    metrics::histogram!("tally_ingest_pipeline_seconds").record(started.elapsed().as_secs_f64());
-    metrics::histogram!("tally_ingest_pipeline_events").record(reqs.len() as f64);
-    let entries = reqs.len().div_ceil(entry_events);
-    match result {
-        Ok(ids) if ids.len() == entries => {
-            let verdict = match ids
-                .iter()
-                .find(|id| !matches!(id, Value::BulkString(_) | Value::SimpleString(_)))
-            {
-                None => Ok(()),
-                Some(other) => Err(WriteError::Unavailable(format!("unexpected XADD reply {other:?}"))),
+
+    /// Run the call and answer its events' handlers. A Redis that lost the
+    /// script (restarted, flushed) answers NOSCRIPT without running it; the
+    /// script is loaded and the call sent again (behind any call sent
+    /// meanwhile, which failed the same way unless another client loaded
+    /// the script in between).
+    async fn send(self, mut conn: RedisConn) {
+        let started = std::time::Instant::now();
+        let mut result: redis::RedisResult<Vec<Value>> = self.cmd.query_async(&mut conn).await;
+        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
+            let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(APPEND_SOURCE)
+                .query_async(&mut conn)
+                .await;
+            result = match loaded {
+                Ok(_) => self.cmd.query_async(&mut conn).await,
+                Err(e) => Err(e),
             };
-            for r in reqs {
-                let _ = r.reply.send(verdict.clone());
-            }
         }
-        Ok(ids) => {
-            let msg = format!(
-                "append returned {} entry ids for {} events, {entries} expected",
+        metrics::histogram!("tally_ingest_pipeline_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tally_ingest_pipeline_events").record(self.reqs.len() as f64);
+        let verdict = match result {
+            Ok(ids) if ids.len() == self.entries => {
+                match ids
+                    .iter()
+                    .find(|id| !matches!(id, Value::BulkString(_) | Value::SimpleString(_)))
+                {
+                    None => Ok(()),
+                    Some(other) => Err(WriteError::Unavailable(format!("unexpected XADD reply {other:?}"))),
+                }
+            }
+            Ok(ids) => Err(WriteError::Unavailable(format!(
+                "append returned {} entry ids for {} events, {} expected",
                 ids.len(),
-                reqs.len()
-            );
-            for r in reqs {
-                let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));
+                self.reqs.len(),
+                self.entries
+            ))),
+            Err(e) => {
+                tracing::warn!(error = %e, shard = %self.shard, events = self.reqs.len(), "append failed");
+                Err(WriteError::Unavailable(e.to_string()))
             }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, shard = %shard, events = reqs.len(), "append failed");
-            let msg = e.to_string();
-            for r in reqs {
-                let _ = r.reply.send(Err(WriteError::Unavailable(msg.clone())));
-            }
+        };
+        for r in self.reqs {
+            let _ = r.reply.send(verdict.clone());
         }
     }
 }
