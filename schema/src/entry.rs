@@ -39,9 +39,9 @@ impl StoredEntry {
     /// The entry's events with their ids (see the module doc), or why the
     /// entry could not be decoded.
     pub fn into_events_with_ids(self) -> Result<Vec<(String, Event)>, DecodeError> {
-        let events = self.events?;
+        let mut events = self.events?;
         if events.len() == 1 {
-            return Ok(events.into_iter().map(|e| (self.id.clone(), e)).collect());
+            return Ok(vec![(self.id, events.remove(0))]);
         }
         Ok(events
             .into_iter()
@@ -112,10 +112,10 @@ pub fn decode_events(id: Option<&str>, pairs: &[(&[u8], &[u8])]) -> Result<Vec<E
         .collect()
 }
 
-fn text(v: &Value) -> Option<String> {
+fn text(v: Value) -> Option<String> {
     match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
         _ => None,
     }
 }
@@ -126,7 +126,7 @@ fn text(v: &Value) -> Option<String> {
 fn entry_of(item: Value) -> Option<StoredEntry> {
     let Value::Array(parts) = item else { return None };
     let mut parts = parts.into_iter();
-    let id = text(&parts.next()?)?;
+    let id = text(parts.next()?)?;
     let fields = match parts.next() {
         Some(Value::Array(f)) => f,
         _ => {
@@ -198,7 +198,7 @@ pub fn entries_of_read(reply: Value) -> Vec<StoredEntry> {
 pub fn entries_of_autoclaim(reply: Value) -> Option<(String, Vec<StoredEntry>)> {
     let Value::Array(parts) = reply else { return None };
     let mut parts = parts.into_iter();
-    let cursor = text(&parts.next()?)?;
+    let cursor = text(parts.next()?)?;
     Some((cursor, entries_of_range(parts.next()?)))
 }
 

@@ -172,15 +172,17 @@ impl PartitionStream for ShardPartition {
                 }
                 let mut rows: Vec<(String, Event)> = Vec::with_capacity(entries.len());
                 for entry in entries {
-                    let id = entry.id.clone();
-                    match entry.into_events_with_ids() {
-                        Ok(events) => rows.extend(
-                            events
-                                .into_iter()
-                                .filter(|(_, e)| sites.as_ref().is_none_or(|s| s.contains(&e.site))),
-                        ),
-                        Err(err) => tracing::warn!(id = %id, error = %err, "skipping undecodable stream entry"),
+                    if let Err(err) = &entry.events {
+                        tracing::warn!(id = %entry.id, error = %err, "skipping undecodable stream entry");
+                        continue;
                     }
+                    rows.extend(
+                        entry
+                            .into_events_with_ids()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(_, e)| sites.as_ref().is_none_or(|s| s.contains(&e.site))),
+                    );
                 }
                 Some((rows_to_batch(&schema, &rows), cur))
             }
