@@ -8,13 +8,13 @@
 //! [`crate::sessions`]), so batches may be applied in any order and by any
 //! consumer.
 
-use crate::sessions::{self, SessionFacts, device_tuple};
+use crate::sessions::{self, SessionFacts};
 use schema::event::Category;
 use schema::keys::BucketKeys;
 use schema::keys::span_fields;
 use schema::report::{self, Report, code, unique};
 use schema::{Event, Grain, Keyspace};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Retention of aggregate keys, in seconds (0 = keep).
 #[derive(Debug, Clone, Copy)]
@@ -91,12 +91,16 @@ impl Deltas {
     }
 
     fn union(&mut self, key: String, ttl: u64, visitor: u64) {
+        self.union_all(key, ttl, [visitor]);
+    }
+
+    fn union_all(&mut self, key: String, ttl: u64, visitors: impl IntoIterator<Item = u64>) {
         let entry = self
             .ops
             .entry((key, 'P'))
             .or_insert_with(|| (Delta::Union(BTreeSet::new()), ttl));
         if let Delta::Union(s) = &mut entry.0 {
-            s.insert(visitor);
+            s.extend(visitors);
         }
     }
 
@@ -129,33 +133,148 @@ impl Deltas {
         self.ops.is_empty() && self.sessions.is_empty()
     }
 
-    /// Replace the contribution of a session's stored facts `old` (None: a
-    /// session not seen before) to the reports by that of its merged facts
+    /// Replace the contribution of each session's stored facts `old` (None:
+    /// a session not seen before) to the reports by that of its merged facts
     /// `new`, and add its visitor to the visitors per source of its start
     /// bucket when that start is new (add-only: a later batch with an
     /// earlier event adds the visitor to the corrected bucket too, which
-    /// `tally verify` allows for).
-    pub fn replace_session(
+    /// `tally verify` allows for). The sums are kept per bucket with text
+    /// borrowed from the facts, and key and field names are built once per
+    /// bucket and value: the same counters as
+    /// [`SessionFacts::contribution_in`] of `new` minus that of `old`.
+    pub fn replace_sessions<'a>(
         &mut self,
-        old: Option<&SessionFacts>,
-        new: &SessionFacts,
+        sessions: impl IntoIterator<Item = (Option<&'a SessionFacts>, &'a SessionFacts)>,
         buckets: &mut BucketCache,
         retention: Retention,
     ) {
-        for grain in Grain::ALL {
-            let ttl = retention.for_grain(grain);
-            if let Some(o) = old {
-                for (key, field, v) in o.contribution_in(buckets.get(grain, &o.site, o.start.ts_ms)) {
-                    self.incr(key, ttl, &field, -v);
+        let mut sums: FastMap<(Grain, i64, &'a str), SessionSums<'a>> = FastMap::default();
+        for (old, new) in sessions {
+            for grain in Grain::ALL {
+                let bucket = grain.truncate(new.start.ts_ms);
+                let at = sums.entry((grain, bucket, new.site.as_str())).or_default();
+                match old {
+                    Some(o) if grain.truncate(o.start.ts_ms) == bucket => at.change(o, new),
+                    _ => {
+                        at.add(new, 1);
+                        if let Some(o) = old {
+                            let from = (grain, grain.truncate(o.start.ts_ms), o.site.as_str());
+                            sums.entry(from).or_default().add(o, -1);
+                        }
+                    }
+                }
+                if old.is_none_or(|o| o.start.ts_ms != new.start.ts_ms) {
+                    let at = sums.entry((grain, bucket, new.site.as_str())).or_default();
+                    at.new_starts.entry(&new.start.value).or_default().push(new.visitor_id);
                 }
             }
-            let keys = buckets.get(grain, &new.site, new.start.ts_ms);
-            for (key, field, v) in new.contribution_in(keys) {
-                self.incr(key, ttl, &field, v);
+        }
+        for ((grain, bucket, site), s) in sums {
+            s.emit(buckets.get(grain, site, bucket), retention.for_grain(grain), self);
+        }
+    }
+}
+
+/// What a batch's sessions change in one site's bucket of one grain, keyed
+/// by text borrowed from their facts; see [`Deltas::replace_sessions`].
+#[derive(Default)]
+struct SessionSums<'a> {
+    visits: i64,
+    bounces: i64,
+    duration: i64,
+    /// entry page -> visits
+    entries: FastMap<&'a str, i64>,
+    /// exit page -> visits
+    exits: FastMap<&'a str, i64>,
+    /// source, device and country tuples -> visits
+    sources: FastMap<&'a str, i64>,
+    devices: FastMap<&'a str, i64>,
+    locations: FastMap<&'a str, i64>,
+    /// source tuple -> visitors of the visits that start here anew
+    new_starts: FastMap<&'a str, Vec<u64>>,
+}
+
+impl<'a> SessionSums<'a> {
+    /// Add (`sign` 1) or take away (-1) the whole contribution of `f`.
+    fn add(&mut self, f: &'a SessionFacts, sign: i64) {
+        self.visits += sign;
+        self.bounces += sign * i64::from(f.is_bounce());
+        self.duration += sign * f.duration_secs();
+        for (map, pick) in [(&mut self.entries, &f.entry), (&mut self.exits, &f.exit)] {
+            if let Some(p) = pick {
+                *map.entry(p.value.as_str()).or_default() += sign;
             }
-            if old.is_none_or(|o| o.start.ts_ms != new.start.ts_ms) {
-                self.union(keys.unique(Report::Sources, &new.start.value), ttl, new.visitor_id);
+        }
+        *self.sources.entry(f.start.value.as_str()).or_default() += sign;
+        *self.devices.entry(f.device.as_str()).or_default() += sign;
+        *self.locations.entry(f.country.as_str()).or_default() += sign;
+    }
+
+    /// Replace `old`'s contribution by `new`'s, both starting in this
+    /// bucket: only what differs (a visit extended by a batch usually
+    /// changes its duration and exit page, nothing else).
+    fn change(&mut self, old: &'a SessionFacts, new: &'a SessionFacts) {
+        self.bounces += i64::from(new.is_bounce()) - i64::from(old.is_bounce());
+        self.duration += new.duration_secs() - old.duration_secs();
+        let page = |p: &'a Option<sessions::Pick>| p.as_ref().map(|p| p.value.as_str());
+        for (map, was, is) in [
+            (&mut self.entries, page(&old.entry), page(&new.entry)),
+            (&mut self.exits, page(&old.exit), page(&new.exit)),
+        ] {
+            if was != is {
+                if let Some(v) = was {
+                    *map.entry(v).or_default() -= 1;
+                }
+                if let Some(v) = is {
+                    *map.entry(v).or_default() += 1;
+                }
             }
+        }
+        for (map, was, is) in [
+            (&mut self.sources, &old.start.value, &new.start.value),
+            (&mut self.devices, &old.device, &new.device),
+            (&mut self.locations, &old.country, &new.country),
+        ] {
+            if was != is {
+                *map.entry(was.as_str()).or_default() -= 1;
+                *map.entry(is.as_str()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Add these sums to `d` under the bucket's keys `keys`, zero sums left
+    /// out.
+    fn emit(self, keys: &BucketKeys, ttl: u64, d: &mut Deltas) {
+        let traffic = [
+            (code::VISITS, self.visits),
+            (code::BOUNCES, self.bounces),
+            (code::DURATION, self.duration),
+        ];
+        if traffic.iter().any(|(_, v)| *v != 0) {
+            let key = keys.report(Report::Traffic);
+            for (field, v) in traffic.into_iter().filter(|(_, v)| *v != 0) {
+                d.incr(key.clone(), ttl, field, v);
+            }
+        }
+        for (report, counters) in [
+            (
+                Report::Pages,
+                vec![(code::ENTRIES, self.entries), (code::EXITS, self.exits)],
+            ),
+            (Report::Sources, vec![(code::VISITS, self.sources)]),
+            (Report::Devices, vec![(code::VISITS, self.devices)]),
+            (Report::Locations, vec![(code::VISITS, self.locations)]),
+        ] {
+            let mut key = None;
+            for (code, values) in counters {
+                for (value, v) in values.into_iter().filter(|(_, v)| *v != 0) {
+                    let key = key.get_or_insert_with(|| keys.report(report));
+                    d.incr(key.clone(), ttl, &report::field(code, value, true), v);
+                }
+            }
+        }
+        for (source, visitors) in self.new_starts {
+            d.union_all(keys.unique(Report::Sources, source), ttl, visitors);
         }
     }
 }
@@ -188,11 +307,133 @@ impl BucketCache {
     }
 }
 
+/// A set of visitor ids for the batch's sketches.
+type VisitorSet = HashSet<u64, foldhash::fast::RandomState>;
+
+/// What a batch adds to one site's bucket of one grain, keyed by text
+/// borrowed from the events: key and field names are built once per bucket
+/// and dimension when the batch is turned into [`Deltas`], not once per
+/// event (building and hashing them per event was most of `aggregate`).
+#[derive(Default)]
+struct BucketSums<'a> {
+    pageviews: i64,
+    events: i64,
+    visitors: VisitorSet,
+    new_visitors: VisitorSet,
+    returning_visitors: VisitorSet,
+    /// path -> page views, visitors
+    pages: FastMap<&'a str, (i64, VisitorSet)>,
+    /// (browser, os, device type) -> visitors
+    devices: FastMap<(&'a str, &'a str, &'a str), VisitorSet>,
+    /// country -> visitors
+    locations: FastMap<&'a str, VisitorSet>,
+    /// (event name, currency) -> events, revenue in millionths (None: no
+    /// event carried an amount), visitors
+    conversions: FastMap<(&'a str, &'a str), (i64, Option<i64>, VisitorSet)>,
+    /// (event name, property, value) -> events
+    props: FastMap<(&'a str, &'a str, &'a str), i64>,
+}
+
+impl<'a> BucketSums<'a> {
+    fn add(&mut self, e: &'a Event, path: &'a str, pageview: bool, micros: Option<i64>) {
+        let visitor = e.visitor_id;
+        self.events += 1;
+        self.visitors.insert(visitor);
+        match e.returning {
+            Some(true) => self.returning_visitors.insert(visitor),
+            Some(false) => self.new_visitors.insert(visitor),
+            None => false,
+        };
+        self.devices
+            .entry((e.browser.as_str(), e.os.as_str(), e.device.as_str()))
+            .or_default()
+            .insert(visitor);
+        self.locations.entry(e.country.as_str()).or_default().insert(visitor);
+        if pageview {
+            self.pageviews += 1;
+            let page = self.pages.entry(path).or_default();
+            page.0 += 1;
+            page.1.insert(visitor);
+        } else {
+            let currency = e.revenue.as_ref().map_or("", |r| r.currency.as_str());
+            let c = self.conversions.entry((e.name.as_str(), currency)).or_default();
+            c.0 += 1;
+            if let Some(m) = micros {
+                c.1 = Some(c.1.unwrap_or(0) + m);
+            }
+            c.2.insert(visitor);
+        }
+        for (k, v) in &e.props {
+            *self.props.entry((e.name.as_str(), k.as_str(), v.as_str())).or_default() += 1;
+        }
+    }
+
+    /// Add these sums to `d` under the bucket's keys `keys`.
+    fn emit(self, keys: &BucketKeys, ttl: u64, d: &mut Deltas) {
+        let traffic = keys.report(Report::Traffic);
+        if self.pageviews != 0 {
+            d.incr(traffic.clone(), ttl, code::PAGEVIEWS, self.pageviews);
+        }
+        d.incr(traffic, ttl, code::EVENTS, self.events);
+        d.union_all(keys.unique(Report::Traffic, ""), ttl, self.visitors);
+        for (variant, set) in [
+            (unique::NEW, self.new_visitors),
+            (unique::RETURNING, self.returning_visitors),
+        ] {
+            if !set.is_empty() {
+                d.union_all(keys.unique(Report::Traffic, variant), ttl, set);
+            }
+        }
+        if !self.pages.is_empty() {
+            let hash = keys.report(Report::Pages);
+            for (path, (views, visitors)) in self.pages {
+                d.incr(hash.clone(), ttl, &report::field(code::PAGEVIEWS, path, true), views);
+                d.union_all(keys.unique(Report::Pages, path), ttl, visitors);
+            }
+        }
+        for ((browser, os, device), visitors) in self.devices {
+            let tuple = report::tuple(&[browser, os, device]);
+            d.union_all(keys.unique(Report::Devices, &tuple), ttl, visitors);
+        }
+        for (country, visitors) in self.locations {
+            d.union_all(
+                keys.unique(Report::Locations, &report::tuple(&[country])),
+                ttl,
+                visitors,
+            );
+        }
+        if !self.conversions.is_empty() {
+            let hash = keys.report(Report::Conversions);
+            for ((name, currency), (events, revenue, visitors)) in self.conversions {
+                let tuple = report::tuple(&[name, currency]);
+                if let Some(m) = revenue {
+                    d.incr(hash.clone(), ttl, &report::field(code::REVENUE, &tuple, true), m);
+                }
+                d.incr(hash.clone(), ttl, &report::field(code::EVENTS, &tuple, true), events);
+                d.union_all(keys.unique(Report::Conversions, &tuple), ttl, visitors);
+            }
+        }
+        if !self.props.is_empty() {
+            let hash = keys.report(Report::EventProps);
+            for ((name, k, v), events) in self.props {
+                let field = report::field(code::EVENTS, &report::tuple(&[name, k, v]), true);
+                d.incr(hash.clone(), ttl, &field, events);
+            }
+        }
+    }
+}
+
 /// Fold events into deltas for keyspace `ks`.
 pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, retention: Retention) -> Deltas {
     let mut d = Deltas::default();
-    let mut cache = BucketCache::new(ks);
-    let mut spans: FastMap<&str, String> = FastMap::default();
+    // (grain, bucket start, site) -> sums; the last bucket of each grain is
+    // remembered, since neighbouring events of a stream mostly share it.
+    let mut buckets: Vec<((Grain, i64, &'a str), BucketSums<'a>)> = Vec::new();
+    let mut index: FastMap<(Grain, i64, &'a str), usize> = FastMap::default();
+    let mut last: [Option<(i64, &'a str, usize)>; 3] = [None; 3];
+    let mut spans: FastMap<&'a str, (i64, i64)> = FastMap::default();
+    // The batch's sessions, keyed without a copy of the site per event.
+    let mut sessions = sessions::BatchSessions::default();
     for e in events {
         let category = e.category();
         if category == Category::Engagement {
@@ -201,81 +442,40 @@ pub fn aggregate<'a>(events: impl IntoIterator<Item = &'a Event>, ks: Keyspace, 
             continue;
         }
         let pageview = category == Category::Pageview;
-        let visitor = e.visitor_id;
+        let micros = e.revenue.as_ref().and_then(|r| report::revenue_micros(&r.amount));
         let path = e.path();
-        let pages_field = report::field(code::PAGEVIEWS, path, true);
-        let device = device_tuple(e);
-        let country = report::tuple(&[e.country.as_str()]);
-        let conversion = (!pageview).then(|| {
-            let currency = e.revenue.as_ref().map_or("", |r| r.currency.as_str());
-            let micros = e.revenue.as_ref().and_then(|r| report::revenue_micros(&r.amount));
-            let tuple = report::tuple(&[e.name.as_str(), currency]);
-            (
-                report::field(code::EVENTS, &tuple, true),
-                report::field(code::REVENUE, &tuple, true),
-                tuple,
-                micros,
-            )
-        });
-        let props: Vec<String> = e
-            .props
-            .iter()
-            .map(|(k, v)| report::field(code::EVENTS, &report::tuple(&[e.name.as_str(), k, v]), true))
-            .collect();
-        let returning = match e.returning {
-            Some(true) => Some(unique::RETURNING),
-            Some(false) => Some(unique::NEW),
-            None => None,
-        };
-        for grain in Grain::ALL {
-            let ttl = retention.for_grain(grain);
-            let keys = cache.get(grain, &e.site, e.ts_ms);
-
-            let traffic = keys.report(Report::Traffic);
-            let traffic_u = keys.unique(Report::Traffic, "");
-            let returning_u = returning.map(|variant| keys.unique(Report::Traffic, variant));
-            let pages = pageview.then(|| (keys.report(Report::Pages), keys.unique(Report::Pages, path)));
-            let devices_u = keys.unique(Report::Devices, &device);
-            let locations_u = keys.unique(Report::Locations, &country);
-            let conversions = conversion.as_ref().map(|(.., tuple, _)| {
-                (
-                    keys.report(Report::Conversions),
-                    keys.unique(Report::Conversions, tuple),
-                )
-            });
-            let props_key = (!props.is_empty()).then(|| keys.report(Report::EventProps));
-
-            if pageview {
-                d.incr(traffic.clone(), ttl, code::PAGEVIEWS, 1);
-            }
-            d.incr(traffic, ttl, code::EVENTS, 1);
-            d.union(traffic_u, ttl, visitor);
-            if let Some(k) = returning_u {
-                d.union(k, ttl, visitor);
-            }
-            if let Some((hash, hll)) = pages {
-                d.incr(hash, ttl, &pages_field, 1);
-                d.union(hll, ttl, visitor);
-            }
-            d.union(devices_u, ttl, visitor);
-            d.union(locations_u, ttl, visitor);
-            if let (Some((hash, hll)), Some((events_field, revenue_field, _, micros))) = (conversions, &conversion) {
-                if let Some(m) = micros {
-                    d.incr(hash.clone(), ttl, revenue_field, *m);
+        for (g, grain) in Grain::ALL.into_iter().enumerate() {
+            let b = grain.truncate(e.ts_ms);
+            let at = match last[g] {
+                Some((lb, ls, i)) if lb == b && ls == e.site => i,
+                _ => {
+                    let i = *index.entry((grain, b, e.site.as_str())).or_insert_with(|| {
+                        buckets.push(((grain, b, e.site.as_str()), BucketSums::default()));
+                        buckets.len() - 1
+                    });
+                    last[g] = Some((b, e.site.as_str(), i));
+                    i
                 }
-                d.incr(hash, ttl, events_field, 1);
-                d.union(hll, ttl, visitor);
-            }
-            if let Some(key) = props_key {
-                for f in &props {
-                    d.incr(key.clone(), ttl, f, 1);
-                }
-            }
+            };
+            buckets[at].1.add(e, path, pageview, micros);
         }
-        let span = spans.entry(e.site.as_str()).or_insert_with(|| ks.span_key(&e.site));
-        d.extreme(span.clone(), span_fields::FIRST_MS, e.ts_ms, false);
-        d.extreme(span.clone(), span_fields::LAST_MS, e.ts_ms, true);
-        sessions::add_event(&mut d.sessions, e);
+        let span = spans.entry(e.site.as_str()).or_insert((e.ts_ms, e.ts_ms));
+        span.0 = span.0.min(e.ts_ms);
+        span.1 = span.1.max(e.ts_ms);
+        sessions::add_event(&mut sessions, e);
+    }
+    d.sessions = sessions
+        .into_iter()
+        .map(|((site, id), facts)| ((site.to_owned(), id), facts))
+        .collect();
+    let mut cache = BucketCache::new(ks);
+    for ((grain, b, site), sums) in buckets {
+        sums.emit(cache.get(grain, site, b), retention.for_grain(grain), &mut d);
+    }
+    for (site, (first, last)) in spans {
+        let key = ks.span_key(site);
+        d.extreme(key.clone(), span_fields::FIRST_MS, first, false);
+        d.extreme(key, span_fields::LAST_MS, last, true);
     }
     d
 }
@@ -359,6 +559,80 @@ mod tests {
             d.ops[&(span, 'G')].0,
             Delta::Max(BTreeMap::from([("last_ms".into(), t0 + 3_600_000)]))
         );
+    }
+
+    #[test]
+    fn replacing_sessions_adds_the_new_contributions_minus_the_old() {
+        // A visit extended by later page views, a custom event (no longer a
+        // bounce), a page view 30 s before its start from a search engine
+        // (new entry and source, and a new start minute) and a ping that
+        // changes nothing; a second visit seen for the first time.
+        let ks = Keyspace::default();
+        let t0 = 1_795_000_020_000; // the start of a minute
+        let visit = |ts_s: i64, name: &str, path: &str| {
+            let mut e = ev(t0 + ts_s * 1000, "a.io", name, path, 9);
+            e.session_id = 1;
+            e
+        };
+        let mut from_search = visit(-30, "pageview", "/landing");
+        from_search.referrer = "https://www.google.com/".into();
+        let events = [
+            visit(0, "pageview", "/a"),
+            visit(50, "pageview", "/b"),
+            visit(70, "signup", "/b"),
+            from_search,
+            visit(90, "engagement", "/b"),
+            visit(90, "pageview", "/b"),
+        ];
+        let mut other = ev(t0 + 5_000, "a.io", "pageview", "/c", 4);
+        other.session_id = 2;
+        let facts = |events: &[Event]| sessions::sessions(events).into_values().next().expect("a visit");
+        let second = facts(std::slice::from_ref(&other));
+        for split in 1..events.len() {
+            for more in split + 1..=events.len() {
+                let (old, new) = (facts(&events[..split]), facts(&events[..more]));
+                let mut d = Deltas::default();
+                d.replace_sessions(
+                    [(Some(&old), &new), (None, &second)],
+                    &mut BucketCache::new(ks),
+                    Retention::default(),
+                );
+                let mut expected: BTreeMap<(String, String), i64> = BTreeMap::new();
+                for (sign, f) in [(1, &new), (-1, &old), (1, &second)] {
+                    for (key, field, v) in f.contribution(ks) {
+                        *expected.entry((key, field)).or_default() += sign * v;
+                    }
+                }
+                expected.retain(|_, v| *v != 0);
+                // A visitor joins the sources sketch of a start that is new.
+                let mut started: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+                let new_start = (old.start.ts_ms != new.start.ts_ms).then_some(&new);
+                for f in [Some(&second), new_start].into_iter().flatten() {
+                    for grain in Grain::ALL {
+                        let key = ks.unique_key(Report::Sources, grain, "a.io", f.start.ts_ms, &f.start.value);
+                        started.entry(key).or_default().insert(f.visitor_id);
+                    }
+                }
+                let mut got: BTreeMap<(String, String), i64> = BTreeMap::new();
+                let mut sketches: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+                for ((key, kind), (delta, _)) in &d.ops {
+                    match (kind, delta) {
+                        ('H', Delta::Incr(m)) => {
+                            for (field, v) in m {
+                                assert_ne!(*v, 0, "{key} {field}");
+                                got.insert((key.clone(), field.clone()), *v);
+                            }
+                        }
+                        ('P', Delta::Union(visitors)) => {
+                            sketches.insert(key.clone(), visitors.clone());
+                        }
+                        other => panic!("unexpected op {other:?} on {key}"),
+                    }
+                }
+                assert_eq!(got, expected, "events ..{split} then ..{more}");
+                assert_eq!(sketches, started, "events ..{split} then ..{more}");
+            }
+        }
     }
 
     #[test]

@@ -48,24 +48,29 @@ pub enum Attempt {
     Conflict,
 }
 
-/// The stored state of each session of `deltas` (in the order of
-/// `deltas.sessions`), None where there is none.
-pub async fn read_states(
-    conn: &mut RedisConn,
-    ks: Keyspace,
-    deltas: &Deltas,
-) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+/// The stored state of each session of a batch, as read before its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStates {
+    /// The sessions' keys, in the order of `deltas.sessions` (built once
+    /// for the read and the call).
+    pub keys: Vec<String>,
+    /// The stored facts under each key, None where there are none.
+    pub states: Vec<Option<Vec<u8>>>,
+}
+
+/// The stored state of each session of `deltas`.
+pub async fn read_states(conn: &mut RedisConn, ks: Keyspace, deltas: &Deltas) -> redis::RedisResult<SessionStates> {
     let keys: Vec<String> = deltas
         .sessions
         .values()
         .map(|f| ks.session_key(&f.site, f.session_id))
         .collect();
-    let mut out = Vec::with_capacity(keys.len());
+    let mut states = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(STATES_PER_READ) {
-        let states: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
-        out.extend(states);
+        let read: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
+        states.extend(read);
     }
-    Ok(out)
+    Ok(SessionStates { keys, states })
 }
 
 /// Apply `deltas` for the entries `ids` (ascending) of `shard`'s stream,
@@ -94,7 +99,7 @@ pub async fn apply_batch(
     )))
 }
 
-/// One script call with the session states `states` as read by
+/// One script call with the session states `read` as read by
 /// [`read_states`].
 #[allow(clippy::too_many_arguments)]
 pub async fn try_apply(
@@ -105,19 +110,20 @@ pub async fn try_apply(
     ids: &[String],
     events: usize,
     deltas: &Deltas,
-    states: &[Option<Vec<u8>>],
+    read: &SessionStates,
     retention: Retention,
 ) -> redis::RedisResult<Attempt> {
-    if states.len() != deltas.sessions.len() {
+    let states = &read.states;
+    if states.len() != deltas.sessions.len() || read.keys.len() != states.len() {
         return Err(redis::RedisError::from((
             redis::ErrorKind::Client,
             "one session state per session expected",
         )));
     }
-    let mut changes = Deltas::default();
-    let mut buckets = BucketCache::new(ks);
+    let mut olds = Vec::with_capacity(states.len());
+    let mut news = Vec::with_capacity(states.len());
     let mut sessions = Vec::with_capacity(states.len());
-    for (facts, state) in deltas.sessions.values().zip(states) {
+    for ((facts, state), key) in deltas.sessions.values().zip(states).zip(&read.keys) {
         let old = state.as_deref().and_then(|bytes| {
             let decoded = std::str::from_utf8(bytes)
                 .ok()
@@ -135,13 +141,16 @@ pub async fn try_apply(
             }
             None => facts.clone(),
         };
-        changes.replace_session(old.as_ref(), &new, &mut buckets, retention);
-        sessions.push((
-            ks.session_key(&facts.site, facts.session_id),
-            state.as_deref().unwrap_or_default(),
-            new.encode_state(),
-        ));
+        sessions.push((key, state.as_deref().unwrap_or_default(), new.encode_state()));
+        olds.push(old);
+        news.push(new);
     }
+    let mut changes = Deltas::default();
+    changes.replace_sessions(
+        olds.iter().map(Option::as_ref).zip(&news),
+        &mut BucketCache::new(ks),
+        retention,
+    );
 
     let mut inv = APPLY.prepare_invoke();
     inv.key(shard.stream_key()).key(ks.applied_key(shard));

@@ -21,7 +21,7 @@ use schema::event::Category;
 use schema::keys::BucketKeys;
 use schema::report::{self, Report, code};
 use schema::{Event, Grain, Keyspace};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A point of an order-independent choice: the earliest (or latest) event
 /// wins, and equal times are broken by a hash of the value so that every
@@ -219,40 +219,41 @@ impl SessionFacts {
     /// item as `<byte length>:<bytes>`, so any value round-trips. Site and
     /// session id are in the key and not repeated.
     pub fn encode_state(&self) -> String {
-        use std::fmt::Write;
+        // Numbers through itoa, not `fmt`: this runs for every session of
+        // every batch.
+        fn text(out: &mut String, v: &str) {
+            out.push_str(itoa::Buffer::new().format(v.len()));
+            out.push(':');
+            out.push_str(v);
+        }
+        fn number(out: &mut String, v: impl itoa::Integer) {
+            let mut buf = itoa::Buffer::new();
+            text(out, buf.format(v));
+        }
         let mut out = String::with_capacity(160);
-        // Each item's text goes through one reused buffer (its length comes
-        // first), not a string of its own.
-        let mut item = String::with_capacity(64);
-        let mut put = |v: &dyn std::fmt::Display| {
-            item.clear();
-            let _ = write!(item, "{v}");
-            let _ = write!(out, "{}:", item.len());
-            out.push_str(&item);
-        };
-        put(&self.visitor_id);
-        put(&self.start.ts_ms);
-        put(&self.start.tie);
-        put(&self.start.value);
-        put(&self.end_ms);
-        put(&self.pageviews);
-        put(&self.interactive);
+        number(&mut out, self.visitor_id);
+        number(&mut out, self.start.ts_ms);
+        number(&mut out, self.start.tie);
+        text(&mut out, &self.start.value);
+        number(&mut out, self.end_ms);
+        number(&mut out, self.pageviews);
+        number(&mut out, self.interactive);
         for pick in [&self.entry, &self.exit] {
             match pick {
                 Some(p) => {
-                    put(&p.ts_ms);
-                    put(&p.tie);
-                    put(&p.value);
+                    number(&mut out, p.ts_ms);
+                    number(&mut out, p.tie);
+                    text(&mut out, &p.value);
                 }
                 None => {
-                    put(&"");
-                    put(&"");
-                    put(&"");
+                    for _ in 0..3 {
+                        text(&mut out, "");
+                    }
                 }
             }
         }
-        put(&self.device);
-        put(&self.country);
+        text(&mut out, &self.device);
+        text(&mut out, &self.country);
         out
     }
 
@@ -316,16 +317,19 @@ pub fn sessions<'a>(events: impl IntoIterator<Item = &'a Event>) -> BTreeMap<(St
     out
 }
 
+/// The facts of a batch's sessions, keyed by (site, session id) borrowed
+/// from the events: no copy of the site per event.
+pub type BatchSessions<'a> = HashMap<(&'a str, u64), SessionFacts, foldhash::fast::RandomState>;
+
 /// Fold one event into the facts of its session in `sessions` (the batch
 /// path: [`SessionFacts::merge_event`]; [`sessions`] is the reference it
 /// must agree with).
-pub fn add_event(sessions: &mut BTreeMap<(String, u64), SessionFacts>, e: &Event) {
-    let key = (e.site.clone(), e.session_id);
-    match sessions.get_mut(&key) {
+pub fn add_event<'a>(sessions: &mut BatchSessions<'a>, e: &'a Event) {
+    match sessions.get_mut(&(e.site.as_str(), e.session_id)) {
         Some(f) => f.merge_event(e),
         None => {
             if let Some(f) = SessionFacts::of_event(e) {
-                sessions.insert(key, f);
+                sessions.insert((e.site.as_str(), e.session_id), f);
             }
         }
     }
@@ -489,10 +493,14 @@ mod tests {
                 x ^= x << 17;
                 order.swap(i, (x % (i as u64 + 1)) as usize);
             }
-            let mut merged = BTreeMap::new();
+            let mut batch = BatchSessions::default();
             for &i in &order {
-                add_event(&mut merged, &events[i]);
+                add_event(&mut batch, &events[i]);
             }
+            let merged: BTreeMap<(String, u64), SessionFacts> = batch
+                .into_iter()
+                .map(|((site, id), facts)| ((site.to_owned(), id), facts))
+                .collect();
             assert_eq!(merged, expected, "order {order:?}");
         }
     }

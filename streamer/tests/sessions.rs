@@ -239,7 +239,7 @@ async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
 
     // Batch b reads the (absent) facts; batch a is applied before b's call.
     let stale = read_states(&mut conn, ks, &db).await.unwrap();
-    assert_eq!(stale, vec![None]);
+    assert_eq!(stale.states, vec![None]);
     assert_eq!(
         apply_batch(&mut conn, ks, shard, "c1", &a, a.len(), &da, Retention::default())
             .await
