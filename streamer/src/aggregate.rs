@@ -392,7 +392,7 @@ impl<'a> BucketSums<'a> {
             }
         }
         for ((browser, os, device), visitors) in self.devices {
-            let tuple = report::tuple(&[browser, os, device]);
+            let tuple = sessions::device_tuple(browser, os, device);
             d.union_all(keys.unique(Report::Devices, &tuple), ttl, visitors);
         }
         for (country, visitors) in self.locations {

@@ -87,9 +87,10 @@ pub fn source_tuple(e: &Event) -> String {
     ])
 }
 
-/// The device dimension tuple of an event (see [`Report::Devices`]).
-pub fn device_tuple(e: &Event) -> String {
-    report::tuple(&[e.browser.as_str(), e.os.as_str(), e.device.as_str()])
+/// The device dimension tuple (see [`Report::Devices`]) of an event with
+/// this browser, OS and device type.
+pub fn device_tuple(browser: &str, os: &str, device: &str) -> String {
+    report::tuple(&[browser, os, device])
 }
 
 impl SessionFacts {
@@ -112,7 +113,7 @@ impl SessionFacts {
             interactive: i64::from(!pageview && e.interactive),
             entry: page.clone(),
             exit: page,
-            device: device_tuple(e),
+            device: device_tuple(&e.browser, &e.os, e.device.as_str()),
             country: report::tuple(&[e.country.as_str()]),
         })
     }
