@@ -222,8 +222,31 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("redis unavailable: {e}"))
 }
 
+/// What the checks decided for one event. A short-lived return value, moved
+/// at once into the writer's queue or the batch's list: boxing the event
+/// would cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Checked {
+    /// Valid and enriched: to be stored.
+    Store(schema::Event),
+    /// Answered as accepted but not stored (`bot`, `spam`).
+    Dropped(&'static str),
+}
+
 /// Validate, check, enrich and store one event.
 async fn ingest(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: i64) -> Result<Outcome, ApiError> {
+    match check(state, raw, sender, now).await? {
+        Checked::Store(event) => {
+            state.writer.write(event).await?;
+            state.accepted.increment(1);
+            Ok(Outcome::Stored)
+        }
+        Checked::Dropped(reason) => Ok(Outcome::Dropped(reason)),
+    }
+}
+
+/// Validate, check and enrich one event.
+async fn check(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: i64) -> Result<Checked, ApiError> {
     let mut event = payload::validate(raw, now, &state.limits)?;
     if !state.registry.allows(&event.site, now).await.map_err(unavailable)? {
         return Err(ApiError::new(
@@ -237,11 +260,11 @@ async fn ingest(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: 
     let agent = state.user_agents.parse(&sender.user_agent);
     if agent.bot {
         state.dropped_bots.increment(1);
-        return Ok(Outcome::Dropped("bot"));
+        return Ok(Checked::Dropped("bot"));
     }
     if !event.referrer.is_empty() && state.spam.is_spam(&schema::source::host_of(&event.referrer)) {
         state.dropped_spam.increment(1);
-        return Ok(Outcome::Dropped("spam"));
+        return Ok(Checked::Dropped("spam"));
     }
     if !state.rate_limit.allow(&event.site, 1, now) {
         return Err(ApiError::new(
@@ -258,9 +281,7 @@ async fn ingest(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: 
     event.os = agent.os;
     event.device = agent.device;
     event.country = sender.country.clone();
-    state.writer.write(event).await?;
-    state.accepted.increment(1);
-    Ok(Outcome::Stored)
+    Ok(Checked::Store(event))
 }
 
 async fn post_event(
@@ -336,31 +357,51 @@ async fn post_batch(
     }
     let request = Sender::of_request(&state, &headers, peer);
     let now = now_ms();
-    // All events go to the writer together, so they share group commits.
-    let results = futures::future::join_all(events.into_iter().map(|one| {
-        let state = &state;
-        let request = &request;
-        async move {
-            let mut one = one?;
-            // A forwarded visitor's own address decides their country; the
-            // request's header describes the forwarding server.
-            let user_agent = one.user_agent.take().unwrap_or_else(|| request.user_agent.clone());
-            let sender = match one.ip.take() {
-                Some(ip) => Sender {
-                    country: geo_country(state, &ip),
-                    ip,
-                    user_agent,
-                },
-                None => Sender {
-                    ip: request.ip.clone(),
-                    user_agent,
-                    country: request.country.clone(),
-                },
-            };
-            ingest(state, one, &sender, now).await
+    // The checks rarely wait (the site registry and the day's salt are
+    // cached), so they run one after another; the events to store then go
+    // to the writer together, with one reply for all of them, and share
+    // group commits.
+    let mut results: Vec<Result<Outcome, ApiError>> = Vec::with_capacity(events.len());
+    let mut to_store = Vec::with_capacity(events.len());
+    let mut stored_at = Vec::with_capacity(events.len());
+    for one in events {
+        let checked = match one {
+            Ok(mut one) => {
+                // A forwarded visitor's own address decides their country;
+                // the request's header describes the forwarding server.
+                let user_agent = one.user_agent.take().unwrap_or_else(|| request.user_agent.clone());
+                let sender = match one.ip.take() {
+                    Some(ip) => Sender {
+                        country: geo_country(&state, &ip),
+                        ip,
+                        user_agent,
+                    },
+                    None => Sender {
+                        ip: request.ip.clone(),
+                        user_agent,
+                        country: request.country.clone(),
+                    },
+                };
+                check(&state, one, &sender, now).await
+            }
+            Err(rejection) => Err(rejection.into()),
+        };
+        results.push(match checked {
+            Ok(Checked::Store(event)) => {
+                stored_at.push(results.len());
+                to_store.push(event);
+                Ok(Outcome::Stored)
+            }
+            Ok(Checked::Dropped(reason)) => Ok(Outcome::Dropped(reason)),
+            Err(e) => Err(e),
+        });
+    }
+    for (at, written) in stored_at.into_iter().zip(state.writer.write_many(to_store).await) {
+        match written {
+            Ok(()) => state.accepted.increment(1),
+            Err(e) => results[at] = Err(e.into()),
         }
-    }))
-    .await;
+    }
     let (body, retry) = batch_results(&results);
     let status = if retry {
         StatusCode::SERVICE_UNAVAILABLE

@@ -25,7 +25,7 @@ use schema::keys::visit_field;
 use schema::store::RedisConn;
 use schema::{Event, Shard};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -60,7 +60,50 @@ pub enum WriteError {
 struct WriteRequest {
     shard: Shard,
     event: Event,
-    reply: oneshot::Sender<Result<(), WriteError>>,
+    reply: Reply,
+}
+
+/// Where the outcome of one queued event goes.
+enum Reply {
+    /// A caller waiting for this event alone ([`EventWriter::write`]).
+    One(oneshot::Sender<Result<(), WriteError>>),
+    /// The event at this position of an [`EventWriter::write_many`] call.
+    Part(Arc<ManyReply>, usize),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<(), WriteError>) {
+        match self {
+            Reply::One(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Part(many, i) => {
+                let mut results = many.results.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = outcome;
+                }
+            }
+        }
+    }
+}
+
+/// The outcomes of a `write_many` call's events. They are sent to the
+/// caller, all at once, when the last of its requests is answered or
+/// dropped: one reply per call rather than a channel and a future per
+/// event. An event whose request is dropped unanswered (the writer
+/// stopped) keeps the outcome it starts with, `Closed`.
+struct ManyReply {
+    results: Mutex<Vec<Result<(), WriteError>>>,
+    done: Option<oneshot::Sender<Vec<Result<(), WriteError>>>>,
+}
+
+impl Drop for ManyReply {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let results = self.results.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = tx.send(std::mem::take(results));
+        }
+    }
 }
 
 /// The stream record of an event: its layout (the field names are the same
@@ -140,7 +183,7 @@ impl EventWriter {
         let req = WriteRequest {
             shard: Shard::of_site(&event.site),
             event,
-            reply,
+            reply: Reply::One(reply),
         };
         match self.tx.try_send(req) {
             Ok(()) => {}
@@ -148,6 +191,33 @@ impl EventWriter {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(WriteError::Closed),
         }
         done.await.unwrap_or(Err(WriteError::Closed))
+    }
+
+    /// Append events; resolves once Redis accepted or refused each, with
+    /// their outcomes in order. The events are queued together, so they
+    /// share group commits; an event that finds the queue full is refused
+    /// alone (`Overloaded`).
+    pub async fn write_many(&self, events: Vec<Event>) -> Vec<Result<(), WriteError>> {
+        let n = events.len();
+        let (tx, done) = oneshot::channel();
+        let many = Arc::new(ManyReply {
+            results: Mutex::new(vec![Err(WriteError::Closed); n]),
+            done: Some(tx),
+        });
+        for (i, event) in events.into_iter().enumerate() {
+            let req = WriteRequest {
+                shard: Shard::of_site(&event.site),
+                event,
+                reply: Reply::Part(many.clone(), i),
+            };
+            match self.tx.try_send(req) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(req)) => req.reply.send(Err(WriteError::Overloaded)),
+                Err(mpsc::error::TrySendError::Closed(req)) => req.reply.send(Err(WriteError::Closed)),
+            }
+        }
+        drop(many);
+        done.await.unwrap_or_else(|_| vec![Err(WriteError::Closed); n])
     }
 }
 
@@ -347,7 +417,7 @@ impl Append {
             }
         };
         for r in self.reqs {
-            let _ = r.reply.send(verdict.clone());
+            r.reply.send(verdict.clone());
         }
     }
 }
@@ -412,5 +482,49 @@ mod tests {
             .map(|e| e.session_id)
             .collect();
         assert_eq!(sessions.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_written_together_gets_each_outcome_in_its_place() {
+        let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
+        let conn = RedisConn::connect(&RedisTarget::parse(&redis.url()).unwrap(), ConnectOptions::default())
+            .await
+            .unwrap();
+        // A queue of 4: on this single-threaded runtime the writer task does
+        // not run while the batch is queued, so events 5 and 6 find it full.
+        let opts = WriterOptions {
+            queue: 4,
+            ..WriterOptions::default()
+        };
+        let (writer, task) = EventWriter::spawn(conn.clone(), opts);
+        let site = "many.test";
+        let now = chrono::Utc::now().timestamp_millis();
+        let sent: Vec<Event> = (0..6)
+            .map(|i| Event::pageview(now - 6 + i, site, &format!("/m{i}"), 40 + i as u64))
+            .collect();
+        let results = writer.write_many(sent).await;
+        assert_eq!(results.len(), 6);
+        assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
+        assert!(
+            results[4..].iter().all(|r| matches!(r, Err(WriteError::Overloaded))),
+            "{results:?}"
+        );
+        assert!(writer.write_many(Vec::new()).await.is_empty());
+        drop(writer);
+        task.await.unwrap();
+        let mut conn = conn;
+        let stored = schema::entry::range(&mut conn, &Shard::of_site(site).stream_key(), "-", "+", 100)
+            .await
+            .unwrap();
+        let paths: Vec<String> = stored
+            .into_iter()
+            .flat_map(|e| e.events.unwrap())
+            .map(|e| e.path().to_owned())
+            .collect();
+        assert_eq!(
+            paths,
+            ["/m0", "/m1", "/m2", "/m3"],
+            "exactly the accepted events, in order"
+        );
     }
 }
