@@ -428,12 +428,19 @@ mod tests {
     use harness::RedisServer;
     use schema::store::{ConnectOptions, RedisTarget};
 
-    #[tokio::test]
-    async fn events_queued_together_share_entries_in_their_order() {
+    /// A private Redis (kept running while the first value lives) and a
+    /// connection to it.
+    async fn private_redis() -> (RedisServer, RedisConn) {
         let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
         let conn = RedisConn::connect(&RedisTarget::parse(&redis.url()).unwrap(), ConnectOptions::default())
             .await
             .unwrap();
+        (redis, conn)
+    }
+
+    #[tokio::test]
+    async fn events_queued_together_share_entries_in_their_order() {
+        let (_redis, conn) = private_redis().await;
         let (writer, task) = EventWriter::spawn(conn.clone(), WriterOptions::default());
         let site = "entries.test";
         let now = chrono::Utc::now().timestamp_millis();
@@ -486,10 +493,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_written_together_gets_each_outcome_in_its_place() {
-        let redis = RedisServer::start_ephemeral().expect("redis-server must be installed");
-        let conn = RedisConn::connect(&RedisTarget::parse(&redis.url()).unwrap(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let (_redis, conn) = private_redis().await;
         // A queue of 4: on this single-threaded runtime the writer task does
         // not run while the batch is queued, so events 5 and 6 find it full.
         let opts = WriterOptions {

@@ -68,7 +68,9 @@ pub const RECORDS: &str = "#";
 ///   first (older entries hold one named record).
 pub fn records<'a>(pairs: &[Pair<'a>]) -> Result<Vec<Vec<Pair<'a>>>, DecodeError> {
     const INVALID: DecodeError = DecodeError::Invalid(RECORDS);
-    if let Some(((b"#", count), rest)) = pairs.split_first() {
+    if let Some(((field, count), rest)) = pairs.split_first()
+        && *field == RECORDS.as_bytes()
+    {
         let count: usize = std::str::from_utf8(count)
             .ok()
             .and_then(|c| c.parse().ok())
