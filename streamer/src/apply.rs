@@ -60,17 +60,38 @@ pub struct SessionStates {
 
 /// The stored state of each session of `deltas`.
 pub async fn read_states(conn: &mut RedisConn, ks: Keyspace, deltas: &Deltas) -> redis::RedisResult<SessionStates> {
-    let keys: Vec<String> = deltas
+    let keys = session_keys(ks, deltas);
+    let states = read_states_of(conn, &keys).await?;
+    Ok(SessionStates { keys, states })
+}
+
+/// The keys of the sessions of `deltas`, in their order.
+pub fn session_keys(ks: Keyspace, deltas: &Deltas) -> Vec<String> {
+    deltas
         .sessions
         .values()
         .map(|f| ks.session_key(&f.site, f.session_id))
-        .collect();
-    let mut states = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(STATES_PER_READ) {
-        let read: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query_async(conn).await?;
-        states.extend(read);
+        .collect()
+}
+
+/// The values under `keys`, in their order: one `MGET` per
+/// [`STATES_PER_READ`] keys, all of them in one pipelined round trip.
+pub async fn read_states_of(conn: &mut RedisConn, keys: &[String]) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(SessionStates { keys, states })
+    let mut pipe = redis::pipe();
+    for chunk in keys.chunks(STATES_PER_READ) {
+        pipe.cmd("MGET").arg(chunk);
+    }
+    let reads: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(conn).await?;
+    Ok(reads.into_iter().flatten().collect())
+}
+
+/// Load the apply script, so that calls sent by hash ahead of their
+/// predecessor's reply are not refused (`NOSCRIPT`) and sent again.
+pub async fn load_script(conn: &mut RedisConn) -> redis::RedisResult<()> {
+    APPLY.prepare_invoke().load_async(conn).await.map(drop)
 }
 
 /// Apply `deltas` for the entries `ids` (ascending) of `shard`'s stream,
@@ -113,6 +134,25 @@ pub async fn try_apply(
     read: &SessionStates,
     retention: Retention,
 ) -> redis::RedisResult<Attempt> {
+    let call = prepare_call(ks, shard, consumer, ids, events, deltas, read, retention)?;
+    attempt_of(call.invoke_async(conn).await?)
+}
+
+/// The script call that applies `deltas` for the entries `ids`, merged with
+/// the session states `read`, ready to send: the consume loop sends it
+/// without waiting for it (see `consumer.rs`); [`try_apply`] sends it and
+/// waits.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_call(
+    ks: Keyspace,
+    shard: Shard,
+    consumer: &str,
+    ids: &[String],
+    events: usize,
+    deltas: &Deltas,
+    read: &SessionStates,
+    retention: Retention,
+) -> redis::RedisResult<ScriptInvocation<'static>> {
     let states = &read.states;
     if states.len() != deltas.sessions.len() || read.keys.len() != states.len() {
         return Err(redis::RedisError::from((
@@ -180,7 +220,11 @@ pub async fn try_apply(
             next_key += 1;
         }
     }
-    let reply: Value = inv.invoke_async(conn).await?;
+    Ok(inv)
+}
+
+/// What the script's reply says.
+pub fn attempt_of(reply: Value) -> redis::RedisResult<Attempt> {
     Ok(match reply {
         Value::Int(0) => Attempt::Done(ApplyOutcome::NotPending),
         Value::Int(n) => Attempt::Done(ApplyOutcome::Applied(n as usize)),

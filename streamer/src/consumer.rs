@@ -8,9 +8,21 @@
 //! server (a blocked read would stall the shared multiplexed connection and
 //! cannot be routed on a cluster); an idle shard is polled with a short,
 //! growing back-off instead.
+//!
+//! The loop is a two-stage pipeline, so that the streamer's folding and
+//! Redis's apply script overlap rather than take turns (which matters most
+//! when one shard is left to drain alone): the read of the next batch is
+//! sent ahead of the current batch's apply call, so its entries come back
+//! while the script runs and are folded meanwhile; the next batch's session
+//! states are then read behind that call (Redis runs one connection's
+//! commands in order), so they include its merges. A batch whose call did
+//! not settle it (a session conflict, entries claimed elsewhere, an error)
+//! is applied again by the serial path, [`process`], and the next batch's
+//! states are read afresh after it.
 
+use crate::aggregate::Deltas;
 use crate::aggregate::{Retention, aggregate};
-use crate::apply::{ApplyOutcome, apply_batch};
+use crate::apply::{self, ApplyOutcome, Attempt, SessionStates, apply_batch};
 use crate::member_cache::MemberCache;
 use crate::rules::Rules;
 use crate::ttl_cache::TtlCache;
@@ -21,6 +33,8 @@ use schema::ops::CancellationToken;
 use schema::store::RedisConn;
 use schema::{Event, Keyspace, Shard};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,9 +162,19 @@ pub async fn run_shard(
     // Start small: a stream written under load holds up to a hundred
     // events per entry.
     let mut entry_size = EntrySize { events_per_entry: 16.0 };
+    // Calls are sent by hash before the previous one is answered.
+    if let Err(e) = apply::load_script(&mut conn).await {
+        tracing::warn!(shard = %shard, error = %e, "cannot load the apply script; calls will load it");
+    }
+    // The batch whose call goes out with the next read.
+    let mut ready: Option<Ready> = None;
     while !shutdown.is_cancelled() {
         if last_claim.elapsed() >= opts.claim_every {
             last_claim = Instant::now();
+            if let Some(batch) = ready.take() {
+                let applying = batch.send(&conn, ks, shard, &opts).await;
+                finish(&mut conn, ks, shard, &opts, &mut caches, Some(applying), &shutdown).await;
+            }
             match reclaim(&mut conn, &stream, &group, &opts).await {
                 Ok(entries) if !entries.is_empty() => {
                     tracing::info!(shard = %shard, entries = entries.len(), "reclaimed entries of another consumer");
@@ -162,20 +186,20 @@ pub async fn run_shard(
                 Err(e) => tracing::warn!(shard = %shard, error = %e, "XAUTOCLAIM failed"),
             }
         }
-        let read: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&group)
-            .arg(&opts.consumer)
-            .arg("COUNT")
-            .arg(entry_size.count_for(opts.batch))
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">")
-            .query_async(&mut conn)
-            .await;
-        let entries = match read {
+        // The next batch's read goes out ahead of the current batch's call.
+        let read = {
+            let cmd = read_cmd(&group, &opts.consumer, entry_size.count_for(opts.batch), &stream);
+            let mut conn = conn.clone();
+            Call::send(async move { cmd.query_async::<Value>(&mut conn).await }).await
+        };
+        let applying = match ready.take() {
+            Some(batch) => Some(batch.send(&conn, ks, shard, &opts).await),
+            None => None,
+        };
+        let entries = match read.wait().await {
             Ok(reply) => entries_of_read(reply).into_iter().map(Entry::of).collect::<Vec<_>>(),
             Err(e) => {
+                finish(&mut conn, ks, shard, &opts, &mut caches, applying, &shutdown).await;
                 if e.code() == Some("NOGROUP") {
                     // The stream was deleted: recreate the active version's
                     // group. Any other version's group was removed on
@@ -197,6 +221,7 @@ pub async fn run_shard(
         };
         backoff.reset();
         if entries.is_empty() {
+            finish(&mut conn, ks, shard, &opts, &mut caches, applying, &shutdown).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(idle) => {}
@@ -206,7 +231,194 @@ pub async fn run_shard(
         }
         idle = min_poll;
         entry_size.observe(&entries);
-        process(&mut conn, ks, shard, &opts, &mut caches, entries, &shutdown).await;
+        // Folded while Redis runs the call in flight; its states read behind it.
+        let folded = Folded::of(entries, ks, &opts, &mut caches);
+        let keys = apply::session_keys(ks, &folded.deltas);
+        let states = Call::send(read_states_owned(conn.clone(), keys.clone())).await;
+        let settled = finish(&mut conn, ks, shard, &opts, &mut caches, applying, &shutdown).await;
+        // A batch applied again after its call read sessions after this
+        // read: read them again rather than conflict.
+        let states = if settled {
+            states.wait().await
+        } else {
+            apply::read_states_of(&mut conn, &keys).await
+        };
+        match states {
+            Ok(states) => {
+                ready = Some(Ready {
+                    folded,
+                    states: SessionStates { keys, states },
+                })
+            }
+            Err(e) => {
+                tracing::warn!(shard = %shard, error = %e, "reading session states failed");
+                process(&mut conn, ks, shard, &opts, &mut caches, folded.entries, &shutdown).await;
+            }
+        }
+    }
+    // Nothing this consumer read is left pending for a successor.
+    if let Some(batch) = ready.take() {
+        let applying = batch.send(&conn, ks, shard, &opts).await;
+        finish(&mut conn, ks, shard, &opts, &mut caches, Some(applying), &shutdown).await;
+    }
+}
+
+/// `XREADGROUP` of up to `count` new entries for `consumer`, not blocking.
+fn read_cmd(group: &str, consumer: &str, count: usize, stream: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">");
+    cmd
+}
+
+/// [`apply::read_states_of`] on a connection and keys of its own, so that
+/// the read can be in flight while the loop goes on.
+async fn read_states_owned(mut conn: RedisConn, keys: Vec<String>) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+    apply::read_states_of(&mut conn, &keys).await
+}
+
+/// A Redis call handed to the connection but maybe not answered yet.
+///
+/// The first poll of a call on the multiplexed (or cluster) connection
+/// queues it there, so calls sent one after another run in that order; the
+/// answer is awaited later.
+enum Call<T> {
+    Sent(Pin<Box<dyn Future<Output = redis::RedisResult<T>> + Send>>),
+    Done(redis::RedisResult<T>),
+}
+
+impl<T> Call<T> {
+    async fn send(call: impl Future<Output = redis::RedisResult<T>> + Send + 'static) -> Call<T> {
+        let mut call = Box::pin(call);
+        match futures::poll!(call.as_mut()) {
+            std::task::Poll::Ready(answer) => Call::Done(answer),
+            std::task::Poll::Pending => Call::Sent(call),
+        }
+    }
+
+    async fn wait(self) -> redis::RedisResult<T> {
+        match self {
+            Call::Sent(call) => call.await,
+            Call::Done(answer) => answer,
+        }
+    }
+}
+
+/// A batch read, decoded and pre-aggregated, with what the caches took out
+/// of it (recorded once it is applied).
+struct Folded {
+    /// Its entries, in stream order.
+    entries: Vec<Entry>,
+    ids: Vec<String>,
+    events: usize,
+    deltas: Deltas,
+    members_added: Vec<u64>,
+    lifetimes_set: Vec<String>,
+}
+
+impl Folded {
+    fn of(mut entries: Vec<Entry>, ks: Keyspace, opts: &ConsumerOptions, caches: &mut Caches) -> Folded {
+        entries.sort_by_key(|e| parse_stream_id(&e.id).unwrap_or_default());
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let events: usize = entries.iter().map(|e| e.events.len()).sum();
+        let counted = entries.iter().flat_map(|e| &e.events).filter(|e| opts.rules.admits(e));
+        let mut deltas = aggregate(counted, ks, opts.retention);
+        let members_added = caches.members.strip(&mut deltas);
+        let lifetimes_set = caches.ttl.strip(&mut deltas);
+        Folded {
+            entries,
+            ids,
+            events,
+            deltas,
+            members_added,
+            lifetimes_set,
+        }
+    }
+
+    /// Count an applied batch and remember what it sent.
+    fn applied(self, caches: &mut Caches, started: Instant) {
+        caches.ttl.record(self.lifetimes_set);
+        caches.members.record(self.members_added);
+        metrics::counter!("tally_streamer_events_applied_total").increment(self.events as u64);
+        metrics::histogram!("tally_streamer_apply_seconds").record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// A folded batch with its sessions' stored states: ready for its call.
+struct Ready {
+    folded: Folded,
+    states: SessionStates,
+}
+
+/// A batch whose apply call is in flight.
+struct Applying {
+    folded: Folded,
+    call: Call<Value>,
+    started: Instant,
+}
+
+impl Ready {
+    /// Hand the batch's call to the connection.
+    async fn send(self, conn: &RedisConn, ks: Keyspace, shard: Shard, opts: &ConsumerOptions) -> Applying {
+        let Ready { folded, states } = self;
+        let started = Instant::now();
+        let call = match apply::prepare_call(
+            ks,
+            shard,
+            &opts.consumer,
+            &folded.ids,
+            folded.events,
+            &folded.deltas,
+            &states,
+            opts.retention,
+        ) {
+            Ok(inv) => {
+                let mut conn = conn.clone();
+                Call::send(async move { inv.invoke_async(&mut conn).await }).await
+            }
+            Err(e) => Call::Done(Err(e)),
+        };
+        Applying { folded, call, started }
+    }
+}
+
+/// Wait for the call in flight, if any; a batch its call did not settle is
+/// applied by [`process`]. True if nothing was applied again (so reads sent
+/// meanwhile still hold).
+async fn finish(
+    conn: &mut RedisConn,
+    ks: Keyspace,
+    shard: Shard,
+    opts: &ConsumerOptions,
+    caches: &mut Caches,
+    applying: Option<Applying>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let Some(Applying { folded, call, started }) = applying else {
+        return true;
+    };
+    match call.wait().await.and_then(apply::attempt_of) {
+        Ok(Attempt::Done(ApplyOutcome::Applied(_))) => {
+            folded.applied(caches, started);
+            true
+        }
+        Ok(Attempt::Done(ApplyOutcome::NotPending)) => {
+            metrics::counter!("tally_streamer_batches_skipped_total").increment(1);
+            true
+        }
+        other => {
+            if matches!(other, Ok(Attempt::Conflict)) {
+                metrics::counter!("tally_streamer_session_conflicts_total").increment(1);
+            }
+            process(conn, ks, shard, opts, caches, folded.entries, shutdown).await;
+            false
+        }
     }
 }
 
@@ -280,25 +492,29 @@ async fn process(
     mut entries: Vec<Entry>,
     shutdown: &CancellationToken,
 ) {
-    entries.sort_by_key(|e| parse_stream_id(&e.id).unwrap_or_default());
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
     loop {
         if entries.is_empty() {
             return;
         }
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let events: usize = entries.iter().map(|e| e.events.len()).sum();
-        let counted = entries.iter().flat_map(|e| &e.events).filter(|e| opts.rules.admits(e));
-        let mut deltas = aggregate(counted, ks, opts.retention);
-        let members_added = caches.members.strip(&mut deltas);
-        let lifetimes_set = caches.ttl.strip(&mut deltas);
+        let folded = Folded::of(entries, ks, opts, caches);
         let started = Instant::now();
-        match apply_batch(conn, ks, shard, &opts.consumer, &ids, events, &deltas, opts.retention).await {
+        let applied = apply_batch(
+            conn,
+            ks,
+            shard,
+            &opts.consumer,
+            &folded.ids,
+            folded.events,
+            &folded.deltas,
+            opts.retention,
+        )
+        .await;
+        let events = folded.events;
+        entries = folded.entries;
+        match applied {
             Ok(ApplyOutcome::Applied(_)) => {
-                caches.ttl.record(lifetimes_set);
-                caches.members.record(members_added);
-                metrics::counter!("tally_streamer_events_applied_total").increment(events as u64);
-                metrics::histogram!("tally_streamer_apply_seconds").record(started.elapsed().as_secs_f64());
+                Folded { entries, ..folded }.applied(caches, started);
                 return;
             }
             Ok(ApplyOutcome::NotPending) => {
