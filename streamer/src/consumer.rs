@@ -510,11 +510,9 @@ async fn process(
             opts.retention,
         )
         .await;
-        let events = folded.events;
-        entries = folded.entries;
         match applied {
             Ok(ApplyOutcome::Applied(_)) => {
-                Folded { entries, ..folded }.applied(caches, started);
+                folded.applied(caches, started);
                 return;
             }
             Ok(ApplyOutcome::NotPending) => {
@@ -523,7 +521,8 @@ async fn process(
             }
             Ok(ApplyOutcome::Partial(owned)) => {
                 let owned: HashSet<String> = owned.into_iter().collect();
-                tracing::info!(shard = %shard, kept = owned.len(), of = entries.len(), "part of the batch was claimed elsewhere");
+                tracing::info!(shard = %shard, kept = owned.len(), of = folded.entries.len(), "part of the batch was claimed elsewhere");
+                entries = folded.entries;
                 entries.retain(|e| owned.contains(&e.id));
             }
             Err(e) if e.code() == Some("NOGROUP") => {
@@ -533,12 +532,13 @@ async fn process(
             }
             Err(e) => {
                 metrics::counter!("tally_streamer_apply_errors_total").increment(1);
-                tracing::warn!(shard = %shard, error = %e, entries = entries.len(), events, "apply failed; retrying the same batch");
+                tracing::warn!(shard = %shard, error = %e, entries = folded.entries.len(), events = folded.events, "apply failed; retrying the same batch");
                 if !backoff.wait(shutdown).await {
                     // Left pending: another consumer (or our successor) will
                     // reclaim and apply it.
                     return;
                 }
+                entries = folded.entries;
             }
         }
     }
