@@ -1,6 +1,11 @@
 //! Where Redis is for `tally up`: `REDIS_URL`, else a Redis answering on the
 //! default address, else a private `redis-server` child with its own data
 //! dir and AOF on (stopped when `tally up` exits).
+//!
+//! The private server keeps sparse HyperLogLogs up to
+//! [`HLL_SPARSE_MAX_BYTES`] rather than Redis's 3000: the streamer's
+//! `PFADD`s into sparse sketches were a fifth of Redis's time in a drain,
+//! and inserting into a long sparse sketch costs a scan of it.
 
 use anyhow::Result;
 use harness::{RedisServer, RedisServerOptions, ping};
@@ -9,6 +14,14 @@ use std::path::PathBuf;
 
 /// The default address probed when `REDIS_URL` is not set.
 pub const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";
+
+/// Largest sparse HyperLogLog of the private server, in bytes; a larger
+/// sketch is kept dense (12 KiB). `bench/streamer.sh` with
+/// `REDIS_EXTRA_ARGS="--hll-sparse-max-bytes 1000"` against Redis's 3000:
+/// `PFADD` took about half as long, Redis about a fifth less CPU per
+/// drained event, and the key-map about a third more memory
+/// (BENCHMARKS.md).
+pub const HLL_SPARSE_MAX_BYTES: u32 = 1000;
 
 /// A resolved Redis: its URL and, if private, the child process.
 pub struct ResolvedRedis {
@@ -49,6 +62,7 @@ pub fn resolve(redis_url: Option<&str>, probe: SocketAddr, data_dir: Option<Path
     let server = RedisServer::start(RedisServerOptions {
         dir: Some(dir),
         appendonly: true,
+        extra_args: vec!["--hll-sparse-max-bytes".into(), HLL_SPARSE_MAX_BYTES.to_string()],
         ..Default::default()
     })?;
     Ok(ResolvedRedis {
