@@ -5,13 +5,14 @@
 
 use harness::RedisServer;
 use redis::Value;
+use schema::ops::CancellationToken;
 use schema::report::{Report, code};
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
 use std::collections::HashMap;
 use tally_streamer::aggregate::{Retention, aggregate};
 use tally_streamer::apply::{ApplyOutcome, Attempt, apply_batch, read_states, try_apply};
-use tally_streamer::consumer::ensure_group;
+use tally_streamer::consumer::{ConsumerOptions, ensure_group, run_shard};
 use tally_streamer::verify::{VerifyScope, verify};
 
 const SITE: &str = "sessions.test";
@@ -146,6 +147,22 @@ async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
     }
 }
 
+/// The recompute of the site from the stream, asserted equal to the key-map.
+async fn verified(conn: &mut RedisConn) -> tally_streamer::verify::VerifyReport {
+    let scope = VerifyScope {
+        site: Some(SITE.into()),
+        ..Default::default()
+    };
+    let report = verify(conn, Keyspace::default(), &scope).await.unwrap();
+    assert!(
+        report.ok(),
+        "counters: {:?}\nuniques: {:?}",
+        report.counters,
+        report.uniques
+    );
+    report
+}
+
 async fn traffic_day(conn: &mut RedisConn) -> HashMap<String, i64> {
     let key = Keyspace::default().report_key(Report::Traffic, Grain::Day, SITE, T0);
     redis::cmd("HGETALL").arg(key).query_async(conn).await.unwrap()
@@ -156,22 +173,7 @@ async fn shuffled_batches_give_the_recomputed_counters() {
     let server = RedisServer::start_ephemeral().expect("redis-server must be installed");
     let mut conn = connect(&server).await;
     apply_shuffled(&mut conn, 11).await;
-    let report = verify(
-        &mut conn,
-        Keyspace::default(),
-        &VerifyScope {
-            site: Some(SITE.into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        report.ok(),
-        "counters: {:?}\nuniques: {:?}",
-        report.counters,
-        report.uniques
-    );
+    let report = verified(&mut conn).await;
     assert!(report.counters_checked > 100, "{}", report.counters_checked);
 
     // The definitions, checked directly on the complete event set.
@@ -290,4 +292,73 @@ async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
     assert_eq!(pages["en\u{1f}/landing"], 1);
     assert_eq!(pages["ex\u{1f}/pricing"], 1);
     assert_eq!(pages.get("ex\u{1f}/landing"), None, "the old exit was replaced");
+}
+
+/// Two consume loops on one shard, in batches of a few events, so that
+/// each merges into visits the other is merging into: the pipelined loop
+/// reads a batch's visit states before the other loop's call lands, its
+/// own call is then refused as a conflict and the batch goes to the serial
+/// path. However the calls interleave, every event is applied once and the
+/// key-map equals the recompute.
+#[tokio::test]
+async fn two_pipelined_loops_on_one_shard_apply_every_event_once() {
+    let server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let mut conn = connect(&server).await;
+    let (ks, shard) = (Keyspace::default(), Shard::of_site(SITE));
+    let mut rng = Lcg(5);
+    let mut evs = events();
+    for i in (1..evs.len()).rev() {
+        evs.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for e in &evs {
+        xadd(&mut conn, e).await;
+    }
+    let shutdown = CancellationToken::new();
+    let mut loops = Vec::new();
+    for name in ["c1", "c2"] {
+        let mut opts = ConsumerOptions::new(name.into());
+        opts.batch = 7;
+        // No reclaiming: every batch must be applied by the loop that read
+        // it, not rescued later from the pending list.
+        opts.claim_idle = std::time::Duration::from_secs(3600);
+        loops.push(tokio::spawn(run_shard(
+            connect(&server).await,
+            ks,
+            shard,
+            opts,
+            shutdown.clone(),
+        )));
+    }
+    // Bounded wait for both loops to have applied every event.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let applied: Option<i64> = redis::cmd("HGET")
+            .arg(ks.applied_key(shard))
+            .arg("events")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if applied == Some(evs.len() as i64) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "applied {applied:?} of {} events",
+            evs.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    for l in loops {
+        l.await.unwrap();
+    }
+    let batches: i64 = redis::cmd("HGET")
+        .arg(ks.applied_key(shard))
+        .arg("batches")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(batches > 20, "small batches: {batches}");
+    verified(&mut conn).await;
+    assert_eq!(traffic_day(&mut conn).await[code::VISITS], 60);
 }
