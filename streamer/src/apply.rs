@@ -94,22 +94,30 @@ pub async fn load_script(conn: &mut RedisConn) -> redis::RedisResult<()> {
     APPLY.prepare_invoke().load_async(conn).await.map(drop)
 }
 
-/// Apply `deltas` for the entries `ids` (ascending) of `shard`'s stream,
-/// which hold `events` events, merging its sessions into their stored facts.
-#[allow(clippy::too_many_arguments)]
+/// One batch of a shard's stream to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Its entries' ids, ascending.
+    pub ids: &'a [String],
+    /// The events those entries hold.
+    pub events: usize,
+    /// Their pre-aggregated deltas.
+    pub deltas: &'a Deltas,
+}
+
+/// Apply `batch` of `shard`'s stream, merging its sessions into their
+/// stored facts.
 pub async fn apply_batch(
     conn: &mut RedisConn,
     ks: Keyspace,
     shard: Shard,
     consumer: &str,
-    ids: &[String],
-    events: usize,
-    deltas: &Deltas,
+    batch: Batch<'_>,
     retention: Retention,
 ) -> redis::RedisResult<ApplyOutcome> {
     for _ in 0..MAX_CONFLICTS {
-        let states = read_states(conn, ks, deltas).await?;
-        match try_apply(conn, ks, shard, consumer, ids, events, deltas, &states, retention).await? {
+        let states = read_states(conn, ks, batch.deltas).await?;
+        match try_apply(conn, ks, shard, consumer, batch, &states, retention).await? {
             Attempt::Done(outcome) => return Ok(outcome),
             Attempt::Conflict => metrics::counter!("tally_streamer_session_conflicts_total").increment(1),
         }
@@ -122,37 +130,31 @@ pub async fn apply_batch(
 
 /// One script call with the session states `read` as read by
 /// [`read_states`].
-#[allow(clippy::too_many_arguments)]
 pub async fn try_apply(
     conn: &mut RedisConn,
     ks: Keyspace,
     shard: Shard,
     consumer: &str,
-    ids: &[String],
-    events: usize,
-    deltas: &Deltas,
+    batch: Batch<'_>,
     read: &SessionStates,
     retention: Retention,
 ) -> redis::RedisResult<Attempt> {
-    let call = prepare_call(ks, shard, consumer, ids, events, deltas, read, retention)?;
+    let call = prepare_call(ks, shard, consumer, batch, read, retention)?;
     attempt_of(call.invoke_async(conn).await?)
 }
 
-/// The script call that applies `deltas` for the entries `ids`, merged with
-/// the session states `read`, ready to send: the consume loop sends it
-/// without waiting for it (see `consumer.rs`); [`try_apply`] sends it and
-/// waits.
-#[allow(clippy::too_many_arguments)]
+/// The script call that applies `batch`, merged with the session states
+/// `read`, ready to send: the consume loop sends it without waiting for it
+/// (see `consumer.rs`); [`try_apply`] sends it and waits.
 pub fn prepare_call(
     ks: Keyspace,
     shard: Shard,
     consumer: &str,
-    ids: &[String],
-    events: usize,
-    deltas: &Deltas,
+    batch: Batch<'_>,
     read: &SessionStates,
     retention: Retention,
 ) -> redis::RedisResult<ScriptInvocation<'static>> {
+    let Batch { ids, events, deltas } = batch;
     let states = &read.states;
     if states.len() != deltas.sessions.len() || read.keys.len() != states.len() {
         return Err(redis::RedisError::from((

@@ -22,7 +22,7 @@
 
 use crate::aggregate::Deltas;
 use crate::aggregate::{Retention, aggregate};
-use crate::apply::{self, ApplyOutcome, Attempt, SessionStates, apply_batch};
+use crate::apply::{self, ApplyOutcome, Attempt, Batch, SessionStates, apply_batch};
 use crate::member_cache::MemberCache;
 use crate::rules::Rules;
 use crate::ttl_cache::TtlCache;
@@ -341,6 +341,14 @@ impl Folded {
         }
     }
 
+    fn batch(&self) -> Batch<'_> {
+        Batch {
+            ids: &self.ids,
+            events: self.events,
+            deltas: &self.deltas,
+        }
+    }
+
     /// Count an applied batch and remember what it sent.
     fn applied(self, caches: &mut Caches, started: Instant) {
         caches.ttl.record(self.lifetimes_set);
@@ -368,16 +376,7 @@ impl Ready {
     async fn send(self, conn: &RedisConn, ks: Keyspace, shard: Shard, opts: &ConsumerOptions) -> Applying {
         let Ready { folded, states } = self;
         let started = Instant::now();
-        let call = match apply::prepare_call(
-            ks,
-            shard,
-            &opts.consumer,
-            &folded.ids,
-            folded.events,
-            &folded.deltas,
-            &states,
-            opts.retention,
-        ) {
+        let call = match apply::prepare_call(ks, shard, &opts.consumer, folded.batch(), &states, opts.retention) {
             Ok(inv) => {
                 let mut conn = conn.clone();
                 Call::send(async move { inv.invoke_async(&mut conn).await }).await
@@ -499,17 +498,7 @@ async fn process(
         }
         let folded = Folded::of(entries, ks, opts, caches);
         let started = Instant::now();
-        let applied = apply_batch(
-            conn,
-            ks,
-            shard,
-            &opts.consumer,
-            &folded.ids,
-            folded.events,
-            &folded.deltas,
-            opts.retention,
-        )
-        .await;
+        let applied = apply_batch(conn, ks, shard, &opts.consumer, folded.batch(), opts.retention).await;
         match applied {
             Ok(ApplyOutcome::Applied(_)) => {
                 folded.applied(caches, started);

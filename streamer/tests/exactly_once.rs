@@ -10,7 +10,7 @@ use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
 use std::time::{Duration, Instant};
 use tally_streamer::aggregate::{Retention, aggregate};
-use tally_streamer::apply::{ApplyOutcome, apply_batch};
+use tally_streamer::apply::{ApplyOutcome, Batch, apply_batch};
 use tally_streamer::consumer::{ConsumerOptions, ensure_group, run_shard};
 
 const SITE: &str = "exactly.test";
@@ -57,6 +57,15 @@ async fn read(conn: &mut RedisConn, ks: Keyspace, shard: Shard, consumer: &str, 
     reply.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect()
 }
 
+/// The batch of the entries `ids`, one event each, with deltas `d`.
+fn one_event_each<'a>(ids: &'a [String], d: &'a tally_streamer::aggregate::Deltas) -> Batch<'a> {
+    Batch {
+        ids,
+        events: ids.len(),
+        deltas: d,
+    }
+}
+
 fn deltas_for(ids: &[String], all: &[String]) -> tally_streamer::aggregate::Deltas {
     let events: Vec<Event> = ids
         .iter()
@@ -93,15 +102,16 @@ async fn a_replayed_batch_is_not_counted_twice() {
     ensure_group(&mut conn, ks, shard).await.unwrap();
     let ids = read(&mut conn, ks, shard, "c1", 10).await;
     let d = deltas_for(&ids, &all);
+    let batch = one_event_each(&ids, &d);
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &ids, ids.len(), &d, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", batch, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::Applied(10)
     );
     // The same call again (a retry after a lost reply, or a replay).
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &ids, ids.len(), &d, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", batch, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::NotPending
@@ -133,9 +143,7 @@ async fn a_partly_claimed_batch_is_split_exactly() {
         ks,
         shard,
         "c1",
-        &ids,
-        ids.len(),
-        &deltas_for(&ids, &all),
+        one_event_each(&ids, &deltas_for(&ids, &all)),
         Retention::default(),
     )
     .await
@@ -149,9 +157,7 @@ async fn a_partly_claimed_batch_is_split_exactly() {
             ks,
             shard,
             "c1",
-            &kept,
-            kept.len(),
-            &deltas_for(&kept, &all),
+            one_event_each(&kept, &deltas_for(&kept, &all)),
             Retention::default()
         )
         .await
@@ -164,9 +170,7 @@ async fn a_partly_claimed_batch_is_split_exactly() {
             ks,
             shard,
             "c2",
-            &stolen,
-            stolen.len(),
-            &deltas_for(&stolen, &all),
+            one_event_each(&stolen, &deltas_for(&stolen, &all)),
             Retention::default()
         )
         .await

@@ -11,7 +11,7 @@ use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
 use std::collections::HashMap;
 use tally_streamer::aggregate::{Retention, aggregate};
-use tally_streamer::apply::{ApplyOutcome, Attempt, apply_batch, read_states, try_apply};
+use tally_streamer::apply::{ApplyOutcome, Attempt, Batch, apply_batch, read_states, try_apply};
 use tally_streamer::consumer::{ConsumerOptions, ensure_group, run_shard};
 use tally_streamer::verify::{VerifyScope, verify};
 
@@ -73,6 +73,15 @@ fn events() -> Vec<Event> {
         }
     }
     out
+}
+
+/// The batch of the entries `ids`, one event each, with deltas `d`.
+fn one_event_each<'a>(ids: &'a [String], d: &'a tally_streamer::aggregate::Deltas) -> Batch<'a> {
+    Batch {
+        ids,
+        events: ids.len(),
+        deltas: d,
+    }
 }
 
 async fn connect(server: &RedisServer) -> RedisConn {
@@ -140,7 +149,7 @@ async fn apply_shuffled(conn: &mut RedisConn, seed: u64) {
     for batch in batches {
         let events: Vec<Event> = batch.iter().map(|id| by_id[id].clone()).collect();
         let d = aggregate(&events, ks, Retention::default());
-        let outcome = apply_batch(conn, ks, shard, "c1", &batch, batch.len(), &d, Retention::default())
+        let outcome = apply_batch(conn, ks, shard, "c1", one_event_each(&batch, &d), Retention::default())
             .await
             .unwrap();
         assert_eq!(outcome, ApplyOutcome::Applied(batch.len()));
@@ -239,30 +248,21 @@ async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
         aggregate([&second], ks, Retention::default()),
     );
 
+    let (batch_a, batch_b) = (one_event_each(&a, &da), one_event_each(&b, &db));
     // Batch b reads the (absent) facts; batch a is applied before b's call.
     let stale = read_states(&mut conn, ks, &db).await.unwrap();
     assert_eq!(stale.states, vec![None]);
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &a, a.len(), &da, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", batch_a, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::Applied(1)
     );
     let after_a = traffic_day(&mut conn).await;
     assert_eq!(
-        try_apply(
-            &mut conn,
-            ks,
-            shard,
-            "c1",
-            &b,
-            b.len(),
-            &db,
-            &stale,
-            Retention::default()
-        )
-        .await
-        .unwrap(),
+        try_apply(&mut conn, ks, shard, "c1", batch_b, &stale, Retention::default())
+            .await
+            .unwrap(),
         Attempt::Conflict
     );
     assert_eq!(traffic_day(&mut conn).await, after_a, "a refused call writes nothing");
@@ -275,7 +275,7 @@ async fn a_merge_with_stale_session_facts_is_refused_and_redone() {
     assert_eq!(redis::from_redis_value::<i64>(pending[0].clone()).unwrap(), 1);
 
     assert_eq!(
-        apply_batch(&mut conn, ks, shard, "c1", &b, b.len(), &db, Retention::default())
+        apply_batch(&mut conn, ks, shard, "c1", batch_b, Retention::default())
             .await
             .unwrap(),
         ApplyOutcome::Applied(1)
