@@ -20,8 +20,7 @@
 //! is applied again by the serial path, [`process`], and the next batch's
 //! states are read afresh after it.
 
-use crate::aggregate::Deltas;
-use crate::aggregate::{Retention, aggregate};
+use crate::aggregate::{Deltas, Retention, aggregate};
 use crate::apply::{self, ApplyOutcome, Attempt, Batch, SessionStates, apply_batch};
 use crate::member_cache::MemberCache;
 use crate::rules::Rules;
@@ -234,14 +233,14 @@ pub async fn run_shard(
         // Folded while Redis runs the call in flight; its states read behind it.
         let folded = Folded::of(entries, ks, &opts, &mut caches);
         let keys = apply::session_keys(ks, &folded.deltas);
-        let states = Call::send(read_states_owned(conn.clone(), keys.clone())).await;
+        let states = Call::send(read_states_owned(conn.clone(), keys)).await;
         let settled = finish(&mut conn, ks, shard, &opts, &mut caches, applying, &shutdown).await;
+        let (keys, states) = states.wait().await;
         // A batch applied again after its call read sessions after this
         // read: read them again rather than conflict.
-        let states = if settled {
-            states.wait().await
-        } else {
-            apply::read_states_of(&mut conn, &keys).await
+        let states = match states {
+            Ok(states) if settled => Ok(states),
+            _ => apply::read_states_of(&mut conn, &keys).await,
         };
         match states {
             Ok(states) => {
@@ -278,9 +277,14 @@ fn read_cmd(group: &str, consumer: &str, count: usize, stream: &str) -> redis::C
 }
 
 /// [`apply::read_states_of`] on a connection and keys of its own, so that
-/// the read can be in flight while the loop goes on.
-async fn read_states_owned(mut conn: RedisConn, keys: Vec<String>) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
-    apply::read_states_of(&mut conn, &keys).await
+/// the read can be in flight while the loop goes on; the keys come back
+/// with the states.
+async fn read_states_owned(
+    mut conn: RedisConn,
+    keys: Vec<String>,
+) -> (Vec<String>, redis::RedisResult<Vec<Option<Vec<u8>>>>) {
+    let states = apply::read_states_of(&mut conn, &keys).await;
+    (keys, states)
 }
 
 /// A Redis call handed to the connection but maybe not answered yet.
@@ -289,12 +293,12 @@ async fn read_states_owned(mut conn: RedisConn, keys: Vec<String>) -> redis::Red
 /// queues it there, so calls sent one after another run in that order; the
 /// answer is awaited later.
 enum Call<T> {
-    Sent(Pin<Box<dyn Future<Output = redis::RedisResult<T>> + Send>>),
-    Done(redis::RedisResult<T>),
+    Sent(Pin<Box<dyn Future<Output = T> + Send>>),
+    Done(T),
 }
 
 impl<T> Call<T> {
-    async fn send(call: impl Future<Output = redis::RedisResult<T>> + Send + 'static) -> Call<T> {
+    async fn send(call: impl Future<Output = T> + Send + 'static) -> Call<T> {
         let mut call = Box::pin(call);
         match futures::poll!(call.as_mut()) {
             std::task::Poll::Ready(answer) => Call::Done(answer),
@@ -302,7 +306,7 @@ impl<T> Call<T> {
         }
     }
 
-    async fn wait(self) -> redis::RedisResult<T> {
+    async fn wait(self) -> T {
         match self {
             Call::Sent(call) => call.await,
             Call::Done(answer) => answer,
@@ -341,6 +345,7 @@ impl Folded {
         }
     }
 
+    /// What the apply call needs of it.
     fn batch(&self) -> Batch<'_> {
         Batch {
             ids: &self.ids,
@@ -367,7 +372,7 @@ struct Ready {
 /// A batch whose apply call is in flight.
 struct Applying {
     folded: Folded,
-    call: Call<Value>,
+    call: Call<redis::RedisResult<Value>>,
     started: Instant,
 }
 
