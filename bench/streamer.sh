@@ -137,7 +137,7 @@ for line in sys.stdin:
     m = re.match(r"cmdstat_(\w+(?:\|\w+)?):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)", line)
     if m: rows.append((int(m[3]), m[1], int(m[2]), float(m[4])))
 total = sum(r[0] for r in rows) or 1
-for usec, name, calls, per in sorted(rows, reverse=True)[:8]:
+for usec, name, calls, per in sorted(rows, reverse=True)[:12]:
     print(f"  {name:<14} {calls:>10} {per:>8.2f} µs {100 * usec / total:5.1f} %")
 '
 echo "== verify (recompute from the streams, diff against the key-map)"

@@ -14,11 +14,12 @@
 --
 -- KEYS[1]  the shard stream
 -- KEYS[2]  the shard's progress hash (events, entries, batches)
--- KEYS[3..] aggregate and session keys (all with the stream's hash tag: one slot)
+-- KEYS[3..2+s] the batch's s session keys, then the ops' keys (all with
+--          the stream's hash tag: one slot)
 -- ARGV     group, consumer, events (in the n entries), n, id_1 .. id_n
 --          (ascending),
---          s, then s session items: key_index ttl_seconds expected new
---            (expected empty: the session had no state),
+--          s, the sessions' ttl_seconds, then per session (in the order of
+--            its key) expected new (expected empty: it had no state),
 --          then ops: kind key_index ttl_seconds m items...
 --   'H': m field/delta pairs  -> HINCRBY (a field back at 0 is removed)
 --   'P': m members            -> PFADD
@@ -54,18 +55,12 @@ end
 
 -- Validate everything before the first write: a script that fails halfway
 -- would leave its earlier writes in place.
-local s = tonumber(ARGV[5 + n])
-if s == nil or s < 0 or #ARGV < 5 + n + 4 * s then
+local s, session_ttl = tonumber(ARGV[5 + n]), tonumber(ARGV[6 + n])
+if s == nil or s < 0 or session_ttl == nil or #ARGV < 6 + n + 2 * s or #KEYS < 2 + s then
   return redis.error_reply('ERR tally apply: bad session count')
 end
-local sessions_start = 6 + n
-local ops_start = sessions_start + 4 * s
-for q = sessions_start, ops_start - 1, 4 do
-  local k = tonumber(ARGV[q])
-  if k == nil or k < 3 or k > #KEYS or not integer(ARGV[q + 1]) then
-    return redis.error_reply('ERR tally apply: malformed session item at argument ' .. q)
-  end
-end
+local sessions_start = 7 + n
+local ops_start = sessions_start + 2 * s
 local p = ops_start
 while p <= #ARGV do
   local kind, ki, ttl, m = ARGV[p], tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
@@ -90,23 +85,20 @@ while p <= #ARGV do
 end
 
 -- The session states must be what the caller merged with.
-for q = sessions_start, ops_start - 1, 4 * 200 do
-  local keys = {}
-  for r = q, math.min(q + 4 * 199, ops_start - 1), 4 do
-    keys[#keys + 1] = KEYS[tonumber(ARGV[r])]
-  end
-  local cur = redis.call('MGET', unpack(keys))
+for first = 1, s, 500 do
+  local last = math.min(first + 499, s)
+  local cur = redis.call('MGET', unpack(KEYS, 2 + first, 2 + last))
   for i, v in ipairs(cur) do
-    if (v or '') ~= ARGV[q + 4 * (i - 1) + 2] then return 'conflict' end
+    if (v or '') ~= ARGV[sessions_start + 2 * (first + i - 2)] then return 'conflict' end
   end
 end
 
-for q = sessions_start, ops_start - 1, 4 do
-  local ttl = tonumber(ARGV[q + 1])
-  if ttl > 0 then
-    redis.call('SET', KEYS[tonumber(ARGV[q])], ARGV[q + 3], 'EX', ttl)
+for i = 1, s do
+  local new = ARGV[sessions_start + 2 * i - 1]
+  if session_ttl > 0 then
+    redis.call('SET', KEYS[2 + i], new, 'EX', session_ttl)
   else
-    redis.call('SET', KEYS[tonumber(ARGV[q])], ARGV[q + 3])
+    redis.call('SET', KEYS[2 + i], new)
   end
 end
 

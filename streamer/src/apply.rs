@@ -200,13 +200,12 @@ pub fn prepare_call(
     for id in ids {
         inv.arg(id);
     }
-    let mut next_key = 3;
-    inv.arg(sessions.len());
+    inv.arg(sessions.len()).arg(retention.session_secs);
     for (key, expected, new) in &sessions {
         inv.key(key);
-        inv.arg(next_key).arg(retention.session_secs).arg(*expected).arg(new);
-        next_key += 1;
+        inv.arg(*expected).arg(new);
     }
+    let mut next_key = 3 + sessions.len();
     for ((key, kind), (delta, ttl)) in &deltas.ops {
         let combined = match (delta, changes.ops.remove(&(key.clone(), *kind))) {
             (Delta::Incr(a), Some((Delta::Incr(b), _))) => Some(Delta::Incr(sum(a, b))),

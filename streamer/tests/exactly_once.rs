@@ -194,8 +194,11 @@ async fn malformed_ops_are_refused_before_any_write() {
         .key(&key)
         .arg(ks.group())
         .arg("c1")
-        .arg(1)
+        .arg(1) // events
+        .arg(1) // entries
         .arg(&ids[0])
+        .arg(0) // no sessions
+        .arg(0) // their ttl
         .arg("H")
         .arg(3)
         .arg(0)
@@ -206,7 +209,11 @@ async fn malformed_ops_are_refused_before_any_write() {
         .arg("1.5")
         .invoke_async(&mut conn)
         .await;
-    assert!(r.is_err(), "non-integer delta refused");
+    let err = r.expect_err("non-integer delta refused");
+    assert!(
+        err.to_string().contains("non-integer value"),
+        "refused for its value: {err}"
+    );
     assert_eq!(pageviews(&mut conn, ks).await, 0, "the valid first op was not written");
     assert_eq!(pending(&mut conn, ks, shard).await, 1, "and the entry stays pending");
 }
