@@ -19,10 +19,12 @@ use crate::visitor::VisitorHasher;
 use crate::writer::{EventWriter, WriteError};
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::FutureExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -203,19 +205,27 @@ enum Outcome {
     Dropped(&'static str),
 }
 
+/// The request body, under the size limit and the body timeout. A tracker's
+/// body usually came in with its headers and is read at once; only a body
+/// still in transit arms the timer (one per request would cost every
+/// request a registration with the runtime's timer wheel).
 async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes));
-    match read.await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::new(
+    let mut read = std::pin::pin!(axum::body::to_bytes(body, state.max_body_bytes));
+    let read = match read.as_mut().now_or_never() {
+        Some(read) => read,
+        None => tokio::time::timeout(state.body_timeout, read).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {} s", state.body_timeout.as_secs()),
+            )
+        })?,
+    };
+    read.map_err(|_| {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body is larger than {} bytes", state.max_body_bytes),
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("body not received within {} s", state.body_timeout.as_secs()),
-        )),
-    }
+        )
+    })
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -287,12 +297,15 @@ async fn check(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: i
 async fn post_event(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // The request itself rather than a `HeaderMap` extractor, which would
+    // clone the headers.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let bytes = read_body(&state, body).await?;
     let raw = payload::decode(&bytes)?;
-    let sender = Sender::of_request(&state, &headers, peer);
+    let sender = Sender::of_request(&state, headers, peer);
     let mut resp = accepted();
     if let Outcome::Dropped(reason) = ingest(&state, raw, &sender, now_ms()).await? {
         // Dropped, counted, and answered like any other event.
@@ -326,9 +339,12 @@ struct LenientBatch {
 async fn post_batch(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // The request itself rather than a `HeaderMap` extractor, which would
+    // clone the headers.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let bytes = read_body(&state, body).await?;
     let events: Vec<Result<payload::RawEvent, Rejection>> = match serde_json::from_slice::<Batch>(&bytes) {
         Ok(batch) => batch.events.into_iter().map(Ok).collect(),
@@ -355,7 +371,7 @@ async fn post_batch(
             format!("at most {} events per request", state.max_batch_events),
         ));
     }
-    let request = Sender::of_request(&state, &headers, peer);
+    let request = Sender::of_request(&state, headers, peer);
     let now = now_ms();
     // The checks rarely wait (the site registry and the day's salt are
     // cached), so they run one after another; the events to store then go
