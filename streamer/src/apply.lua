@@ -22,7 +22,9 @@
 --            its key) expected new (expected empty: it had no state),
 --          then ops: kind key_index ttl_seconds m items...
 --   'H': m field/delta pairs  -> HINCRBY (a field back at 0 is removed)
---   'P': m members            -> PFADD
+--   'P': m members            -> PFADD (the visitors that the session
+--                                 merges add; a batch's own sketch members
+--                                 come as plain PFADDs ahead of the call)
 --   'L': m field/value pairs  -> keep the lowest value
 --   'G': m field/value pairs  -> keep the greatest value
 -- Returns n when applied; 0 when none of the ids is pending for this

@@ -369,18 +369,26 @@ struct Ready {
     states: SessionStates,
 }
 
-/// A batch whose apply call is in flight.
+/// A batch whose apply call is in flight, behind its sketch members.
 struct Applying {
     folded: Folded,
+    adds: Call<redis::RedisResult<()>>,
     call: Call<redis::RedisResult<Value>>,
     started: Instant,
 }
 
 impl Ready {
-    /// Hand the batch's call to the connection.
+    /// Hand the batch's sketch members and then its call to the connection.
     async fn send(self, conn: &RedisConn, ks: Keyspace, shard: Shard, opts: &ConsumerOptions) -> Applying {
         let Ready { folded, states } = self;
         let started = Instant::now();
+        let adds = match apply::sketch_adds(&folded.deltas) {
+            Some(adds) => {
+                let mut conn = conn.clone();
+                Call::send(async move { adds.query_async::<()>(&mut conn).await }).await
+            }
+            None => Call::Done(Ok(())),
+        };
         let call = match apply::prepare_call(ks, shard, &opts.consumer, folded.batch(), &states, opts.retention) {
             Ok(inv) => {
                 let mut conn = conn.clone();
@@ -388,7 +396,12 @@ impl Ready {
             }
             Err(e) => Call::Done(Err(e)),
         };
-        Applying { folded, call, started }
+        Applying {
+            folded,
+            adds,
+            call,
+            started,
+        }
     }
 }
 
@@ -404,10 +417,20 @@ async fn finish(
     applying: Option<Applying>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let Some(Applying { folded, call, started }) = applying else {
+    let Some(Applying {
+        folded,
+        adds,
+        call,
+        started,
+    }) = applying
+    else {
         return true;
     };
-    match call.wait().await.and_then(apply::attempt_of) {
+    // Members that did not go in make the batch unsettled even if its call
+    // went through: the serial path sends them again.
+    let added = adds.wait().await;
+    let reply = call.wait().await;
+    match added.and(reply).and_then(apply::attempt_of) {
         Ok(Attempt::Done(ApplyOutcome::Applied(_))) => {
             folded.applied(caches, started);
             true
