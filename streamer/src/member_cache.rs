@@ -64,8 +64,10 @@ impl MemberCache {
             if *ttl != 0 && Duration::from_secs(*ttl) < MIN_LIFETIME {
                 continue;
             }
+            // The key is hashed once, not once per member.
+            let key_hash = self.hasher.hash_one(key.as_str());
             members.retain(|visitor| {
-                let fingerprint = self.hasher.hash_one((key.as_str(), *visitor));
+                let fingerprint = self.hasher.hash_one((key_hash, *visitor));
                 let keep = !self.known(fingerprint);
                 if keep {
                     sent.push(fingerprint);
