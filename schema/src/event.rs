@@ -470,7 +470,14 @@ impl Event {
             n => n.to_owned(),
         };
         let url = match f[3].unwrap_or("/") {
-            rel if rel.starts_with('/') => format!("https://{site}{rel}"),
+            rel if rel.starts_with('/') => {
+                // Not `format!`: this runs for every event read.
+                let mut url = String::with_capacity(8 + site.len() + rel.len());
+                url.push_str("https://");
+                url.push_str(&site);
+                url.push_str(rel);
+                url
+            }
             abs => abs.to_owned(),
         };
         let visitor_id = f[5]

@@ -289,7 +289,9 @@ impl Report {
 /// The dimension tuple of values, as stored (values joined by [`SEP`]; a
 /// separator inside a value becomes U+FFFD).
 pub fn tuple<S: AsRef<str>>(values: &[S]) -> String {
-    let mut out = String::new();
+    // Sized up front: the streamer builds a few tuples per event.
+    let len = values.iter().map(|v| v.as_ref().len() + SEP.len_utf8()).sum();
+    let mut out = String::with_capacity(len);
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push(SEP);
