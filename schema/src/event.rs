@@ -238,11 +238,14 @@ impl Event {
         // boundaries): the streamer asks for the path of every event, and a
         // substring search set up per call was most of its cost.
         let url = self.url.as_str();
-        let rest = match url.as_bytes().windows(3).position(|w| w == b"://") {
-            Some(i) => {
-                let after = &url[i + 3..];
-                after.find('/').map_or("/", |j| &after[j..])
-            }
+        // Stored URLs are nearly all http(s): their "://" is found without
+        // a scan.
+        let after_scheme = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        let rest = match after_scheme.or_else(|| {
+            let i = url.as_bytes().windows(3).position(|w| w == b"://")?;
+            Some(&url[i + 3..])
+        }) {
+            Some(after) => after.find('/').map_or("/", |j| &after[j..]),
             None => url,
         };
         let end = rest.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(rest.len());
@@ -694,6 +697,8 @@ mod tests {
             ("https://a.io#top", "/"),
             ("https://a.io/caf\u{e9}/\u{1f600}?q=\u{e9}", "/caf\u{e9}/\u{1f600}"),
             ("http://a.io:8080/p#x?y", "/p"),
+            ("android-app://com.example/open?x", "/open"),
+            ("https://a.io/p?next=http://b.io/q", "/p"),
             ("/relative/path?q", "/relative/path"),
             ("a.io/no-scheme", "a.io/no-scheme"),
             ("", "/"),

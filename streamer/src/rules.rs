@@ -86,7 +86,8 @@ impl Rules {
 
     /// Whether this version counts the event.
     pub fn admits(&self, e: &Event) -> bool {
-        self.spec.floor_ms.is_none_or(|f| e.ts_ms >= f) && !self.excluded.is_match(e.path())
+        self.spec.floor_ms.is_none_or(|f| e.ts_ms >= f)
+            && (self.excluded.is_empty() || !self.excluded.is_match(e.path()))
     }
 
     /// The rules of version `ks` (none stored: count everything).
