@@ -110,7 +110,8 @@ impl Shard {
     }
 
     /// Append the hash tag to `out`: key names are built for every session
-    /// of every batch, and `format!` was a twentieth of the streamer's work.
+    /// of every batch, and `format!` (here and for URLs) was a twentieth of
+    /// the streamer's instructions.
     fn push_tag(self, out: &mut String) {
         out.push_str("{s");
         if self.0 < 10 {
