@@ -220,6 +220,28 @@ pub const PACKED_FIELDS: usize = 4;
 /// record separator).
 const PACK_SEPARATOR: char = '\u{1e}';
 
+/// `s` split at each `sep`, as `str::split` does. `sep` is an ASCII byte,
+/// so every piece ends on a character boundary. A plain byte loop: for the
+/// short values of a record it costs a fifth of `str::split`'s searcher,
+/// which set up a `memchr` per value and was 3 % of the streamer's work.
+fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(sep.is_ascii());
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == sep) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 /// Decode slots of the values packed into `e`, in their order (`s`, `n`,
 /// `u`, `r`, `a`, `c`, `p`, `$`, `w`).
 const PACKED_SLOTS: [usize; 9] = [1, 2, 3, 4, 15, 9, 10, 11, 12];
@@ -245,7 +267,7 @@ impl Event {
             let i = url.as_bytes().windows(3).position(|w| w == b"://")?;
             Some(&url[i + 3..])
         }) {
-            Some(after) => after.find('/').map_or("/", |j| &after[j..]),
+            Some(after) => after.bytes().position(|b| b == b'/').map_or("/", |j| &after[j..]),
             None => url,
         };
         let end = rest.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(rest.len());
@@ -439,7 +461,7 @@ impl Event {
                 b"a" => 15,
                 b"e" => {
                     let packed = std::str::from_utf8(v).map_err(|_| DecodeError::Invalid(field::PACKED))?;
-                    let mut values = packed.split(PACK_SEPARATOR);
+                    let mut values = split_ascii(packed, PACK_SEPARATOR as u8);
                     for slot in PACKED_SLOTS {
                         f[slot] = Some(values.next().ok_or(DecodeError::Invalid(field::PACKED))?);
                     }
@@ -684,6 +706,15 @@ mod tests {
             e.to_packed_fields().is_none(),
             "the separator in a value: stored unpacked"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_ascii_splits_as_str_split(s in "[a\u{1e}\u{e9}\u{1f600}]{0,12}") {
+            let want: Vec<&str> = s.split(PACK_SEPARATOR).collect();
+            let got: Vec<&str> = split_ascii(&s, PACK_SEPARATOR as u8).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -339,8 +339,9 @@ fn op(inv: &mut ScriptInvocation<'_>, index: usize, key: &str, kind: char, delta
 fn hex16(v: u64) -> [u8; 16] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];
-    for (i, d) in out.iter_mut().enumerate() {
-        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
     out
 }
