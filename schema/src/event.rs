@@ -222,8 +222,8 @@ const PACK_SEPARATOR: char = '\u{1e}';
 
 /// `s` split at each `sep`, as `str::split` does. `sep` is an ASCII byte,
 /// so every piece ends on a character boundary. A plain byte loop: for the
-/// short values of a record it costs a fifth of `str::split`'s searcher,
-/// which set up a `memchr` per value and was 3 % of the streamer's work.
+/// short values of a record `str::split`'s searcher, which sets up a
+/// `memchr` per value, was 3 % of the streamer's instructions.
 fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     debug_assert!(sep.is_ascii());
     let mut rest = Some(s);
