@@ -14,9 +14,11 @@
 //! The batch's own sketch members are the one delta that is idempotent (a
 //! set union: adding a visitor again changes nothing), so they are not
 //! arguments of the script but plain `PFADD`s sent ahead of it on the same
-//! connection ([`sketch_adds`]). Redis runs a connection's commands in
-//! order, so a script that acknowledges a batch runs after its members are
-//! in; a batch sent again sends them again, which is harmless. Through Lua
+//! connection ([`sketch_adds`]): awaited before the call, or in one pipeline
+//! with it (one request, which no reconnect can reorder). Redis runs a
+//! connection's commands in order, so a script that acknowledges a batch
+//! runs after its members are in; a batch sent again sends them again,
+//! which is harmless. Through Lua
 //! each member cost Redis about 40 % more (an argument table entry, a Lua
 //! string and a command argument made again from it).
 

@@ -372,36 +372,38 @@ struct Ready {
 /// A batch whose apply call is in flight, behind its sketch members.
 struct Applying {
     folded: Folded,
-    adds: Call<redis::RedisResult<()>>,
     call: Call<redis::RedisResult<Value>>,
     started: Instant,
 }
 
 impl Ready {
-    /// Hand the batch's sketch members and then its call to the connection.
+    /// Hand the batch's sketch members and then its call to the connection,
+    /// as one pipeline: one request, written whole, so Redis runs the adds
+    /// before the call even when the connection is being re-established
+    /// (two requests sent one after the other could then be reordered, and
+    /// a crash right after the call would leave an acknowledged batch
+    /// without its members).
     async fn send(self, conn: &RedisConn, ks: Keyspace, shard: Shard, opts: &ConsumerOptions) -> Applying {
         let Ready { folded, states } = self;
         let started = Instant::now();
-        let adds = match apply::sketch_adds(&folded.deltas) {
-            Some(adds) => {
-                let mut conn = conn.clone();
-                Call::send(async move { adds.query_async::<()>(&mut conn).await }).await
-            }
-            None => Call::Done(Ok(())),
-        };
         let call = match apply::prepare_call(ks, shard, &opts.consumer, folded.batch(), &states, opts.retention) {
             Ok(inv) => {
+                let mut pipe = apply::sketch_adds(&folded.deltas).unwrap_or_else(redis::pipe);
+                pipe.invoke_script(&inv);
                 let mut conn = conn.clone();
-                Call::send(async move { inv.invoke_async(&mut conn).await }).await
+                Call::send(async move {
+                    // The adds are ignored: the one reply is the call's; a
+                    // refused add fails the whole request.
+                    let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+                    replies.pop().ok_or_else(|| {
+                        redis::RedisError::from((redis::ErrorKind::Client, "apply pipeline without a reply"))
+                    })
+                })
+                .await
             }
             Err(e) => Call::Done(Err(e)),
         };
-        Applying {
-            folded,
-            adds,
-            call,
-            started,
-        }
+        Applying { folded, call, started }
     }
 }
 
@@ -417,20 +419,12 @@ async fn finish(
     applying: Option<Applying>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let Some(Applying {
-        folded,
-        adds,
-        call,
-        started,
-    }) = applying
-    else {
+    let Some(Applying { folded, call, started }) = applying else {
         return true;
     };
     // Members that did not go in make the batch unsettled even if its call
     // went through: the serial path sends them again.
-    let added = adds.wait().await;
-    let reply = call.wait().await;
-    match added.and(reply).and_then(apply::attempt_of) {
+    match call.wait().await.and_then(apply::attempt_of) {
         Ok(Attempt::Done(ApplyOutcome::Applied(_))) => {
             folded.applied(caches, started);
             true
