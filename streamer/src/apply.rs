@@ -18,9 +18,9 @@
 //! with it (one request, which no reconnect can reorder). Redis runs a
 //! connection's commands in order, so a script that acknowledges a batch
 //! runs after its members are in; a batch sent again sends them again,
-//! which is harmless. Through Lua
-//! each member cost Redis about 40 % more (an argument table entry, a Lua
-//! string and a command argument made again from it).
+//! which is harmless. Through Lua each member cost Redis about 40 % more
+//! (an argument table entry, a Lua string and a command argument made
+//! again from it).
 
 use crate::aggregate::{BucketCache, Delta, Deltas, Retention};
 use crate::sessions::SessionFacts;
