@@ -90,6 +90,7 @@ echo "largest shard: $LARGEST events ($(python3 -c "print(round(100 * $LARGEST /
 SBYTES=0; for s in $(seq 0 15); do b=$(R memory usage "tally:{s$(printf %02d "$s")}:events" samples 0); SBYTES=$((SBYTES + ${b:-0})); done
 echo "STREAMS bytes=$SBYTES per_event=$(python3 -c "print(round($SBYTES / max($ENTRIES, 1), 1))") (the loadgen mix, as stored)"
 MEM0=$(info memory used_memory); CPU0=$(cpu)
+AOF0=$(info persistence aof_current_size); REWRITES0=$(info persistence aof_rewrites)
 R config resetstat >/dev/null
 
 echo "== drain with $STREAMERS streamer process(es)"
@@ -105,9 +106,12 @@ SPIDS=()
 for i in $(seq 1 "$STREAMERS"); do "${WRAP[@]}" "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" 2>/dev/null & SPIDS+=($!); done
 until drained; do sleep 0.05; done
 T1=$(now); CPU1=$(cpu); MEM1=$(info memory used_memory)
+AOF1=$(info persistence aof_current_size); REWRITES1=$(info persistence aof_rewrites)
 if [ "$COUNT" = 1 ]; then
   callgrind_control -d "$RPID" >/dev/null 2>&1
-  RINS=$(for f in "$WORK"/redis.cg.*; do cg_total "$f"; done | paste -sd+ | bc)
+  # Redis's own dumps only: an AOF rewrite's forked child writes one of
+  # its own (redis.cg.<child pid>), whose work is not the drain's.
+  RINS=$(for f in "$WORK"/redis.cg."$RPID" "$WORK"/redis.cg."$RPID".*; do [ -e "$f" ] && cg_total "$f"; done | paste -sd+ | bc)
   kill -TERM "${SPIDS[@]}"; wait "${SPIDS[@]}" 2>/dev/null || true
   SINS=$(for f in "$WORK"/streamer.cg.*; do cg_total "$f"; done | paste -sd+ | bc)
   if [ -n "${CALLGRIND_DIR:-}" ]; then mkdir -p "$CALLGRIND_DIR" && cp "$WORK"/*.cg.* "$CALLGRIND_DIR"/; fi
@@ -129,6 +133,13 @@ keymap = m1 - m0
 print(f"KEYMAP bytes={keymap:,.0f} per_million_events={keymap / n * 1e6 / 2**20:,.1f}MiB "
       f"per_site_day={keymap / sites / 2**20:,.2f}MiB (at {n / sites:,.0f} events per site-day)")
 PY
+# What the drain appended to the AOF (the commands Redis propagates: an
+# apply script's writes, the sketch adds), unless a rewrite started over.
+if [ "$REWRITES1" = "$REWRITES0" ]; then
+  echo "AOF bytes_per_event=$(python3 -c "print(round(($AOF1 - $AOF0) / $ENTRIES, 1))") rewrites=0"
+else
+  echo "AOF rewrites=$((REWRITES1 - REWRITES0)) (the growth per event is not known)"
+fi
 echo "Redis commands during the drain (calls, µs per call, share of time):"
 R info commandstats | tr -d '\r' | python3 -c '
 import re, sys

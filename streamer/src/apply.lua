@@ -130,7 +130,9 @@ while p <= #ARGV do
     end
     p = q + 2 * m
   end
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  -- NX: a key's lifetime runs from its first write; a key that has one is
+  -- left as it is, which Redis neither writes nor propagates.
+  if ttl > 0 then redis.call('EXPIRE', key, ttl, 'NX') end
 end
 
 for j = 5, 4 + n, 500 do

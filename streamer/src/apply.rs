@@ -166,11 +166,12 @@ pub async fn add_sketch_members(conn: &mut RedisConn, deltas: &Deltas) -> redis:
 }
 
 /// The batch's own sketch members (its `Union` deltas) as `PFADD`s, at most
-/// 500 members each, with the lifetimes due (`EXPIRE`); None when it has
-/// none. They must reach Redis before the batch's script call, on the same
-/// connection (see the module's doc). The members that the script's session
-/// merges add (visitors per source of a visit's start) stay in the script:
-/// they depend on the stored session states it checks.
+/// 500 members each, with the lifetimes due (`EXPIRE ... NX`, see
+/// `ttl_cache`); None when it has none. They must reach Redis before the
+/// batch's script call, on the same connection (see the module's doc). The
+/// members that the script's session merges add (visitors per source of a
+/// visit's start) stay in the script: they depend on the stored session
+/// states it checks.
 pub fn sketch_adds(deltas: &Deltas) -> Option<redis::Pipeline> {
     let mut pipe = redis::pipe();
     let mut any = false;
@@ -185,7 +186,7 @@ pub fn sketch_adds(deltas: &Deltas) -> Option<redis::Pipeline> {
             any = true;
         }
         if *ttl > 0 && !members.is_empty() {
-            pipe.cmd("EXPIRE").arg(key).arg(*ttl).ignore();
+            pipe.cmd("EXPIRE").arg(key).arg(*ttl).arg("NX").ignore();
         }
     }
     any.then_some(pipe)

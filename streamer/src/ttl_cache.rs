@@ -1,15 +1,16 @@
 //! Which sketches' lifetimes this shard loop set recently, so that a batch
-//! does not renew them again.
+//! does not send them again.
 //!
-//! Minute keys expire 48 h after they are written. Renewing the lifetime of
-//! every key in every batch costs one `EXPIRE` call per key and batch inside
-//! the apply script, which was about a tenth of Redis's time when events
-//! arrive in random time order (each minute key is touched by many batches).
-//! A HyperLogLog key is never deleted by the streamer and never shrinks, so
-//! once its lifetime was set it cannot vanish within a window much shorter
-//! than that lifetime; within the window the key's ops carry no lifetime.
-//! Counter hashes are not skipped: a hash whose fields all return to zero is
-//! deleted and may be created again.
+//! Minute keys expire 48 h after their first write: every op carries its
+//! key's lifetime as `EXPIRE key ttl NX`, which sets it on a key that has
+//! none (a new key, or a counter hash deleted because its fields returned
+//! to zero and written anew) and is otherwise a lookup that Redis neither
+//! writes nor propagates. A HyperLogLog key is never deleted by the
+//! streamer and never shrinks, so once its lifetime was set it cannot
+//! vanish within a window much shorter than that lifetime; within the
+//! window the key's ops carry no lifetime, which saves the call itself
+//! (sketches are added outside the script, one command per call). Counter
+//! hashes are not skipped: one may be deleted and created again.
 
 use crate::aggregate::{Delta, Deltas};
 use std::collections::HashMap;

@@ -9,7 +9,7 @@ use schema::report::{Report, code};
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
 use std::time::{Duration, Instant};
-use tally_streamer::aggregate::{Retention, aggregate};
+use tally_streamer::aggregate::{Deltas, Retention, aggregate};
 use tally_streamer::apply::{ApplyOutcome, Batch, apply_batch};
 use tally_streamer::consumer::{ConsumerOptions, ensure_group, run_shard};
 
@@ -58,7 +58,7 @@ async fn read(conn: &mut RedisConn, ks: Keyspace, shard: Shard, consumer: &str, 
 }
 
 /// The batch of the entries `ids`, one event each, with deltas `d`.
-fn one_event_each<'a>(ids: &'a [String], d: &'a tally_streamer::aggregate::Deltas) -> Batch<'a> {
+fn one_event_each<'a>(ids: &'a [String], d: &'a Deltas) -> Batch<'a> {
     Batch {
         ids,
         events: ids.len(),
@@ -66,7 +66,7 @@ fn one_event_each<'a>(ids: &'a [String], d: &'a tally_streamer::aggregate::Delta
     }
 }
 
-fn deltas_for(ids: &[String], all: &[String]) -> tally_streamer::aggregate::Deltas {
+fn deltas_for(ids: &[String], all: &[String]) -> Deltas {
     let events: Vec<Event> = ids
         .iter()
         .map(|id| event(all.iter().position(|x| x == id).unwrap() as i64))
@@ -93,6 +93,24 @@ async fn pending(conn: &mut RedisConn, ks: Keyspace, shard: Shard) -> i64 {
         .await
         .unwrap();
     redis::from_redis_value(v[0].clone()).unwrap()
+}
+
+/// Apply the entries `ids` as consumer "c1", one event each with deltas `d`.
+async fn apply_as_c1(conn: &mut RedisConn, ks: Keyspace, shard: Shard, ids: &[String], d: &Deltas) -> ApplyOutcome {
+    let batch = one_event_each(ids, d);
+    apply_batch(conn, ks, shard, "c1", batch, Retention::default())
+        .await
+        .unwrap()
+}
+
+/// Wait, at most 15 s, until nothing is pending and the day's pageviews
+/// reach `want`.
+async fn wait_applied(conn: &mut RedisConn, ks: Keyspace, shard: Shard, want: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pending(conn, ks, shard).await > 0 || pageviews(conn, ks).await < want {
+        assert!(Instant::now() < deadline, "{what} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -230,12 +248,92 @@ async fn entries_of_a_dead_consumer_are_reclaimed_and_applied_once() {
     opts.claim_every = Duration::from_millis(100);
     let stop = CancellationToken::new();
     let task = tokio::spawn(run_shard(conn.clone(), ks, shard, opts, stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while pending(&mut conn, ks, shard).await > 0 || pageviews(&mut conn, ks).await < 30 {
-        assert!(Instant::now() < deadline, "reclaim did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_applied(&mut conn, ks, shard, 30, "reclaim").await;
     stop.cancel();
     task.await.unwrap();
     assert_eq!(pageviews(&mut conn, ks).await, 30);
+}
+
+/// Calls go by the script's hash; Redis forgets its scripts on a restart
+/// without persistence, a failover or `SCRIPT FLUSH`. A refused call loads
+/// the script and is sent again, on the serial path and in the consume loop.
+#[tokio::test]
+async fn calls_after_a_script_flush_load_the_script_again() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    let all = add(&mut conn, shard, 5).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let ids = read(&mut conn, ks, shard, "c1", 5).await;
+    let d = deltas_for(&ids, &all);
+    assert_eq!(
+        apply_as_c1(&mut conn, ks, shard, &ids, &d).await,
+        ApplyOutcome::Applied(5)
+    );
+
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_shard(
+        conn.clone(),
+        ks,
+        shard,
+        ConsumerOptions::new("c2".into()),
+        stop.clone(),
+    ));
+    for (round, want) in [(1, 10), (2, 15)] {
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        add(&mut conn, shard, 5).await;
+        wait_applied(&mut conn, ks, shard, want, &format!("round {round}")).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(pageviews(&mut conn, ks).await, 15);
+}
+
+/// A key's lifetime runs from its first write: later batches leave it as it
+/// is (renewing it would be one more write per key and batch), and a
+/// counter hash deleted because all its fields returned to zero gets one
+/// again when it is written anew.
+#[tokio::test]
+async fn lifetimes_are_set_by_the_first_write_only() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    let all = add(&mut conn, shard, 10).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let key = ks.report_key(Report::Traffic, Grain::Minute, SITE, TS);
+    let ttl = |mut conn: RedisConn, key: String| async move {
+        redis::cmd("TTL").arg(key).query_async::<i64>(&mut conn).await.unwrap()
+    };
+    for (round, count) in [(1, 4), (2, 6)] {
+        let ids = read(&mut conn, ks, shard, "c1", count).await;
+        let d = deltas_for(&ids, &all);
+        let outcome = apply_as_c1(&mut conn, ks, shard, &ids, &d).await;
+        assert_eq!(outcome, ApplyOutcome::Applied(count), "round {round}");
+        let left = ttl(conn.clone(), key.clone()).await;
+        if round == 1 {
+            let minute_ttl = i64::try_from(Retention::default().for_grain(Grain::Minute)).unwrap();
+            assert!(
+                (minute_ttl - 5..=minute_ttl).contains(&left),
+                "first write sets the lifetime: {left}"
+            );
+            let _: () = redis::cmd("EXPIRE")
+                .arg(&key)
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        } else {
+            assert!((990..=1000).contains(&left), "a later write keeps the lifetime: {left}");
+        }
+    }
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    add(&mut conn, shard, 2).await;
+    let ids = read(&mut conn, ks, shard, "c1", 2).await;
+    let events: Vec<Event> = (0..2).map(event).collect();
+    let d = aggregate(&events, ks, Retention::default());
+    assert_eq!(
+        apply_as_c1(&mut conn, ks, shard, &ids, &d).await,
+        ApplyOutcome::Applied(2)
+    );
+    assert!(
+        ttl(conn.clone(), key.clone()).await > 1000,
+        "a key written anew gets a lifetime"
+    );
 }
