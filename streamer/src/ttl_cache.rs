@@ -16,7 +16,8 @@ use crate::aggregate::{Delta, Deltas};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Lifetimes shorter than this are always renewed.
+/// Lifetimes shorter than this are always sent: such a key could expire
+/// within the window and be created again without one.
 pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(3600);
 
 pub struct TtlCache {
