@@ -260,10 +260,7 @@ impl Event {
         // boundaries): the streamer asks for the path of every event, and a
         // substring search set up per call was most of its cost.
         let url = self.url.as_str();
-        // Stored URLs are nearly all http(s): their "://" is found without
-        // a scan.
-        let after_scheme = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-        let rest = match after_scheme.or_else(|| {
+        let rest = match source::after_http_scheme(url).or_else(|| {
             let i = url.as_bytes().windows(3).position(|w| w == b"://")?;
             Some(&url[i + 3..])
         }) {

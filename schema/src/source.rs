@@ -7,6 +7,7 @@
 //! social, referral, direct. Self-referrals (the site itself or its
 //! subdomains) count as direct.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// UTM tags of a page URL (empty strings when absent).
@@ -157,20 +158,27 @@ pub fn utm(url: &str) -> Utm {
 
 /// Host of a URL, lower case, without a leading `www.`.
 pub fn host_of(url: &str) -> String {
-    let host = match plain_host(url) {
-        Some(host) => host.to_owned(),
+    let host: Cow<str> = match plain_host(url) {
+        Some(host) => Cow::Borrowed(host),
         None => match url::Url::parse(url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
         {
-            Some(host) => host,
+            Some(host) => Cow::Owned(host),
             None => return String::new(),
         },
     };
     match host.strip_prefix("www.") {
         Some(rest) => rest.to_owned(),
-        None => host,
+        None => host.into_owned(),
     }
+}
+
+/// What follows `https://` or `http://` at the start of `url`; None for
+/// any other scheme or none. Stored URLs are nearly all http(s), so callers
+/// try this before a general scan for `://` or a full parse.
+pub(crate) fn after_http_scheme(url: &str) -> Option<&str> {
+    url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))
 }
 
 /// The host of an `http(s)://` URL whose authority is a plain lower-case
@@ -181,7 +189,7 @@ pub fn host_of(url: &str) -> String {
 /// parse was 2 % of its instructions; for the URLs taken here the parser's
 /// host is the same text (property tests check this against the parser).
 fn plain_host(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let rest = after_http_scheme(url)?;
     let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
     let (host, port) = match rest[..end].split_once(':') {
         Some((host, port)) => (host, Some(port)),
