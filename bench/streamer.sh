@@ -111,7 +111,7 @@ if [ "$COUNT" = 1 ]; then
   callgrind_control -d "$RPID" >/dev/null 2>&1
   # Redis's own dumps only: an AOF rewrite's forked child writes one of
   # its own (redis.cg.<child pid>), whose work is not the drain's.
-  RINS=$(for f in "$WORK"/redis.cg."$RPID" "$WORK"/redis.cg."$RPID".*; do [ -e "$f" ] && cg_total "$f"; done | paste -sd+ | bc)
+  RINS=$(for f in "$WORK"/redis.cg."$RPID" "$WORK"/redis.cg."$RPID".*; do if [ -e "$f" ]; then cg_total "$f"; fi; done | paste -sd+ | bc)
   kill -TERM "${SPIDS[@]}"; wait "${SPIDS[@]}" 2>/dev/null || true
   SINS=$(for f in "$WORK"/streamer.cg.*; do cg_total "$f"; done | paste -sd+ | bc)
   if [ -n "${CALLGRIND_DIR:-}" ]; then mkdir -p "$CALLGRIND_DIR" && cp "$WORK"/*.cg.* "$CALLGRIND_DIR"/; fi
