@@ -362,3 +362,142 @@ async fn two_pipelined_loops_on_one_shard_apply_every_event_once() {
     verified(&mut conn).await;
     assert_eq!(traffic_day(&mut conn).await[code::VISITS], 60);
 }
+
+/// Calls of `command` that Redis ran so far, by itself or from scripts.
+async fn calls_of(conn: &mut RedisConn, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The applied hash's `field` of the site's shard (events, batches).
+async fn applied(conn: &mut RedisConn, field: &str) -> i64 {
+    let key = Keyspace::default().applied_key(Shard::of_site(SITE));
+    let v: Option<i64> = redis::cmd("HGET").arg(key).arg(field).query_async(conn).await.unwrap();
+    v.unwrap_or(0)
+}
+
+/// Bounded wait until the shard's applied events reach `n`.
+async fn until_applied(conn: &mut RedisConn, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while applied(conn, "events").await != n {
+        assert!(std::time::Instant::now() < deadline, "applied events never reached {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The `step`-th page view of each of 20 sessions, a minute apart.
+fn step_of_sessions(step: i64) -> Vec<Event> {
+    (1..=20u64)
+        .map(|s| {
+            let mut e = Event::pageview(
+                T0 + s as i64 * 1000 + step * 60_000,
+                SITE,
+                &format!("/p{step}"),
+                100 + s,
+            );
+            e.session_id = s;
+            e
+        })
+        .collect()
+}
+
+/// A consume loop merges into the session states it wrote itself without
+/// reading them back (one `MGET` per batch, the script's check, where a
+/// loop that read them would make two); states another consumer changed
+/// behind its back are refused by that check and merged again, so every
+/// visit still counts once.
+#[tokio::test]
+async fn a_loop_merges_into_its_own_states_unread_and_redoes_stale_ones() {
+    let server = RedisServer::start_ephemeral().expect("redis-server must be installed");
+    let mut conn = connect(&server).await;
+    let (ks, shard) = (Keyspace::default(), Shard::of_site(SITE));
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let mut opts = ConsumerOptions::new("c1".into());
+    opts.claim_idle = std::time::Duration::from_secs(3600);
+    // The refusal below would otherwise keep it reading for 30 s.
+    opts.stale_state_pause = std::time::Duration::ZERO;
+    let consumer = tokio::spawn(run_shard(connect(&server).await, ks, shard, opts, shutdown.clone()));
+
+    // Step 0 through the loop: it now knows all 20 states.
+    for e in step_of_sessions(0) {
+        xadd(&mut conn, &e).await;
+    }
+    until_applied(&mut conn, 20).await;
+
+    // Step 1 appended and read by c2 in one transaction (the loop cannot
+    // take any of it), then applied by c2: the loop's states are stale.
+    let step1 = step_of_sessions(1);
+    let mut tx = redis::pipe();
+    tx.atomic();
+    for e in &step1 {
+        tx.cmd("XADD").arg(shard.stream_key()).arg("*");
+        for (k, v) in e.to_fields() {
+            tx.arg(k).arg(v);
+        }
+        tx.ignore();
+    }
+    tx.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(ks.group())
+        .arg("c2")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(shard.stream_key())
+        .arg(">");
+    let (read,): (redis::streams::StreamReadReply,) = tx.query_async(&mut conn).await.unwrap();
+    let ids: Vec<String> = read.keys.into_iter().flat_map(|k| k.ids).map(|i| i.id).collect();
+    assert_eq!(ids.len(), 20);
+    let d = aggregate(&step1, ks, Retention::default());
+    assert_eq!(
+        apply_batch(
+            &mut conn,
+            ks,
+            shard,
+            "c2",
+            one_event_each(&ids, &d),
+            Retention::default()
+        )
+        .await
+        .unwrap(),
+        ApplyOutcome::Applied(20)
+    );
+
+    // Step 2 through the loop, merged first with its stale states.
+    for e in step_of_sessions(2) {
+        xadd(&mut conn, &e).await;
+    }
+    until_applied(&mut conn, 60).await;
+    // Step 3 reads the states again (the refusal emptied the cache); step 4
+    // merges into the states step 3 wrote without reading any.
+    for e in step_of_sessions(3) {
+        xadd(&mut conn, &e).await;
+    }
+    until_applied(&mut conn, 80).await;
+    let (mgets, batches) = (calls_of(&mut conn, "mget").await, applied(&mut conn, "batches").await);
+    for e in step_of_sessions(4) {
+        xadd(&mut conn, &e).await;
+    }
+    until_applied(&mut conn, 100).await;
+    let batches = applied(&mut conn, "batches").await - batches;
+    assert!(batches >= 1);
+    assert_eq!(
+        calls_of(&mut conn, "mget").await - mgets,
+        batches as u64,
+        "only the script's own check reads the states"
+    );
+    shutdown.cancel();
+    consumer.await.unwrap();
+
+    verified(&mut conn).await;
+    let traffic = traffic_day(&mut conn).await;
+    assert_eq!(traffic[code::VISITS], 20, "{traffic:?}");
+    assert_eq!(traffic[code::PAGEVIEWS], 100, "{traffic:?}");
+    assert_eq!(traffic.get(code::BOUNCES), None, "{traffic:?}");
+    assert_eq!(traffic[code::DURATION], 20 * 240, "{traffic:?}");
+}
