@@ -130,7 +130,7 @@ pub async fn apply_batch(
     for _ in 0..MAX_CONFLICTS {
         let states = read_states(conn, ks, batch.deltas).await?;
         let call = prepare_call(ks, shard, consumer, batch, &states, retention)?;
-        match attempt_of(call.invocation.invoke_async(conn).await?)? {
+        match attempt_of(call.invoke_async(conn).await?)? {
             Attempt::Done(outcome) => return Ok(outcome),
             Attempt::Conflict => metrics::counter!("tally_streamer_session_conflicts_total").increment(1),
         }
@@ -154,7 +154,7 @@ pub async fn try_apply(
 ) -> redis::RedisResult<Attempt> {
     add_sketch_members(conn, batch.deltas).await?;
     let call = prepare_call(ks, shard, consumer, batch, read, retention)?;
-    attempt_of(call.invocation.invoke_async(conn).await?)
+    attempt_of(call.invoke_async(conn).await?)
 }
 
 /// Send [`sketch_adds`] of `deltas` and wait for them.
@@ -192,13 +192,6 @@ pub fn sketch_adds(deltas: &Deltas) -> Option<redis::Pipeline> {
     any.then_some(pipe)
 }
 
-/// A script call ready to send, with what it writes if it applies.
-pub struct PreparedCall {
-    pub invocation: ScriptInvocation<'static>,
-    /// The sessions' new states, in the order of [`SessionStates::keys`].
-    pub new_states: Vec<String>,
-}
-
 /// The script call that applies `batch`, merged with the session states
 /// `read`, ready to send: the consume loop sends it without waiting for it
 /// (see `consumer.rs`); [`try_apply`] sends it and waits.
@@ -209,7 +202,7 @@ pub fn prepare_call(
     batch: Batch<'_>,
     read: &SessionStates,
     retention: Retention,
-) -> redis::RedisResult<PreparedCall> {
+) -> redis::RedisResult<ScriptInvocation<'static>> {
     let Batch { ids, events, deltas } = batch;
     let states = &read.states;
     if states.len() != deltas.sessions.len() || read.keys.len() != states.len() {
@@ -262,7 +255,6 @@ pub fn prepare_call(
         inv.arg(*expected).arg(new);
     }
     let mut next_key = 3 + sessions.len();
-    let new_states = sessions.into_iter().map(|(_, _, new)| new).collect();
     for ((key, kind), (delta, ttl)) in &deltas.ops {
         if matches!(delta, Delta::Union(_)) {
             // Sent ahead of the call (`sketch_adds`); the sessions' own
@@ -282,10 +274,7 @@ pub fn prepare_call(
             next_key += 1;
         }
     }
-    Ok(PreparedCall {
-        invocation: inv,
-        new_states,
-    })
+    Ok(inv)
 }
 
 /// What the script's reply says.

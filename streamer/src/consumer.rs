@@ -15,18 +15,15 @@
 //! sent ahead of the current batch's apply call, so its entries come back
 //! while the script runs and are folded meanwhile; the next batch's session
 //! states are then read behind that call (Redis runs one connection's
-//! commands in order), so they include its merges; the states this loop
-//! wrote last are not read at all but taken from [`StateCache`], where the
-//! call in flight put its own as it was sent. A batch whose call did not
-//! apply it (a session conflict, entries claimed elsewhere, an error) is
-//! applied again by the serial path, [`process`], its sessions' states are
-//! forgotten, and the next batch's states are all read afresh after it.
+//! commands in order), so they include its merges. A batch whose call did
+//! not settle it (a session conflict, entries claimed elsewhere, an error)
+//! is applied again by the serial path, [`process`], and the next batch's
+//! states are read afresh after it.
 
 use crate::aggregate::{Deltas, Retention, aggregate};
 use crate::apply::{self, ApplyOutcome, Attempt, Batch, SessionStates, apply_batch};
 use crate::member_cache::MemberCache;
 use crate::rules::Rules;
-use crate::state_cache::StateCache;
 use crate::ttl_cache::TtlCache;
 use redis::Value;
 use schema::entry::{StoredEntry, entries_of_autoclaim, entries_of_read};
@@ -54,9 +51,6 @@ pub struct ConsumerOptions {
     pub claim_every: Duration,
     /// Longest pause between polls of an idle shard.
     pub max_idle_poll: Duration,
-    /// How long a shard loop reads every session state after a call was
-    /// refused for one it remembered (see `state_cache`).
-    pub stale_state_pause: Duration,
     pub retention: Retention,
     /// The processing rules of the keyspace being built.
     pub rules: Arc<Rules>,
@@ -70,7 +64,6 @@ impl ConsumerOptions {
             claim_idle: Duration::from_secs(30),
             claim_every: Duration::from_secs(5),
             max_idle_poll: Duration::from_millis(50),
-            stale_state_pause: Duration::from_secs(30),
             retention: Retention::default(),
             rules: Arc::new(Rules::default()),
         }
@@ -154,15 +147,13 @@ pub async fn run_shard(
             return;
         }
     }
-    // What this loop did within the last 10 minutes (for sketches far
-    // below the shortest lifetime they apply to, an hour), per shard:
-    // lifetimes set, at most 50,000 keys (about 7 MB); members added, at
-    // most 2 x 65,536 fingerprints (about 2.5 MB); session states written,
-    // at most 2 x 8,192 (about 3 MB).
+    // What this loop did to sketches within the last 10 minutes (far below
+    // the shortest lifetime they apply to, an hour), per shard: lifetimes
+    // set, at most 50,000 keys (about 7 MB); members added, at most 2 x
+    // 65,536 fingerprints (about 2.5 MB).
     let mut caches = Caches {
         ttl: TtlCache::new(Duration::from_secs(600), 50_000),
         members: MemberCache::new(Duration::from_secs(600), 65_536),
-        states: StateCache::new(Duration::from_secs(600), 8_192),
     };
     let min_poll = Duration::from_millis(1);
     let mut idle = min_poll;
@@ -180,7 +171,7 @@ pub async fn run_shard(
         if last_claim.elapsed() >= opts.claim_every {
             last_claim = Instant::now();
             if let Some(batch) = ready.take() {
-                let applying = batch.send(&conn, ks, shard, &opts, &mut caches).await;
+                let applying = batch.send(&conn, ks, shard, &opts).await;
                 finish(&mut conn, ks, shard, &opts, &mut caches, Some(applying), &shutdown).await;
             }
             match reclaim(&mut conn, &stream, &group, &opts).await {
@@ -201,7 +192,7 @@ pub async fn run_shard(
             Call::send(async move { cmd.query_async::<Value>(&mut conn).await }).await
         };
         let applying = match ready.take() {
-            Some(batch) => Some(batch.send(&conn, ks, shard, &opts, &mut caches).await),
+            Some(batch) => Some(batch.send(&conn, ks, shard, &opts).await),
             None => None,
         };
         let entries = match read.wait().await {
@@ -239,26 +230,16 @@ pub async fn run_shard(
         }
         idle = min_poll;
         entry_size.observe(&entries);
-        // Folded while Redis runs the call in flight; the states this loop
-        // did not write last are read behind that call (the call's own new
-        // states are remembered as it is sent).
+        // Folded while Redis runs the call in flight; its states read behind it.
         let folded = Folded::of(entries, ks, &opts, &mut caches);
         let keys = apply::session_keys(ks, &folded.deltas);
-        let (mut states, missing) = caches.states.lookup(&keys);
-        let missing_keys = missing.iter().map(|&i| keys[i].clone()).collect();
-        let read = Call::send(read_states_owned(conn.clone(), missing_keys)).await;
+        let states = Call::send(read_states_owned(conn.clone(), keys)).await;
         let settled = finish(&mut conn, ks, shard, &opts, &mut caches, applying, &shutdown).await;
-        let read = read.wait().await;
-        // A call that did not end applied leaves its states unknown, and a
-        // batch applied again by the serial path read sessions after this
-        // read: read them all again rather than conflict.
-        let states = match read {
-            Ok(read) if settled && read.len() == missing.len() => {
-                for (i, state) in missing.into_iter().zip(read) {
-                    states[i] = state;
-                }
-                Ok(states)
-            }
+        let (keys, states) = states.wait().await;
+        // A batch applied again after its call read sessions after this
+        // read: read them again rather than conflict.
+        let states = match states {
+            Ok(states) if settled => Ok(states),
             _ => apply::read_states_of(&mut conn, &keys).await,
         };
         match states {
@@ -276,7 +257,7 @@ pub async fn run_shard(
     }
     // Nothing this consumer read is left pending for a successor.
     if let Some(batch) = ready.take() {
-        let applying = batch.send(&conn, ks, shard, &opts, &mut caches).await;
+        let applying = batch.send(&conn, ks, shard, &opts).await;
         finish(&mut conn, ks, shard, &opts, &mut caches, Some(applying), &shutdown).await;
     }
 }
@@ -296,9 +277,14 @@ fn read_cmd(group: &str, consumer: &str, count: usize, stream: &str) -> redis::C
 }
 
 /// [`apply::read_states_of`] on a connection and keys of its own, so that
-/// the read can be in flight while the loop goes on.
-async fn read_states_owned(mut conn: RedisConn, keys: Vec<String>) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
-    apply::read_states_of(&mut conn, &keys).await
+/// the read can be in flight while the loop goes on; the keys come back
+/// with the states.
+async fn read_states_owned(
+    mut conn: RedisConn,
+    keys: Vec<String>,
+) -> (Vec<String>, redis::RedisResult<Vec<Option<Vec<u8>>>>) {
+    let states = apply::read_states_of(&mut conn, &keys).await;
+    (keys, states)
 }
 
 /// A Redis call handed to the connection but maybe not answered yet.
@@ -386,9 +372,6 @@ struct Ready {
 /// A batch whose apply call is in flight, behind its sketch members.
 struct Applying {
     folded: Folded,
-    /// Its sessions' keys, whose states the cache holds as the call writes
-    /// them.
-    session_keys: Vec<String>,
     call: Call<redis::RedisResult<Value>>,
     started: Instant,
 }
@@ -399,28 +382,14 @@ impl Ready {
     /// before the call even when the connection is being re-established
     /// (two requests sent one after the other could then be reordered, and
     /// a crash right after the call would leave an acknowledged batch
-    /// without its members). The states it writes are remembered at once:
-    /// the next batch is merged with them while the call runs.
-    async fn send(
-        self,
-        conn: &RedisConn,
-        ks: Keyspace,
-        shard: Shard,
-        opts: &ConsumerOptions,
-        caches: &mut Caches,
-    ) -> Applying {
+    /// without its members).
+    async fn send(self, conn: &RedisConn, ks: Keyspace, shard: Shard, opts: &ConsumerOptions) -> Applying {
         let Ready { folded, states } = self;
         let started = Instant::now();
         let call = match apply::prepare_call(ks, shard, &opts.consumer, folded.batch(), &states, opts.retention) {
-            Ok(prepared) => {
-                caches.states.remember(
-                    states
-                        .keys
-                        .iter()
-                        .zip(prepared.new_states.into_iter().map(String::into_bytes)),
-                );
+            Ok(inv) => {
                 let mut pipe = apply::sketch_adds(&folded.deltas).unwrap_or_else(redis::pipe);
-                pipe.invoke_script(&prepared.invocation);
+                pipe.invoke_script(&inv);
                 let mut conn = conn.clone();
                 Call::send(async move {
                     // The adds are ignored: the one reply is the call's; a
@@ -434,18 +403,13 @@ impl Ready {
             }
             Err(e) => Call::Done(Err(e)),
         };
-        Applying {
-            folded,
-            session_keys: states.keys,
-            call,
-            started,
-        }
+        Applying { folded, call, started }
     }
 }
 
-/// Wait for the call in flight, if any; a batch its call did not apply is
-/// applied by [`process`]. True if the call applied it (so reads sent
-/// meanwhile, and the session states remembered when it was sent, hold).
+/// Wait for the call in flight, if any; a batch its call did not settle is
+/// applied by [`process`]. True if nothing was applied again (so reads sent
+/// meanwhile still hold).
 async fn finish(
     conn: &mut RedisConn,
     ks: Keyspace,
@@ -455,13 +419,7 @@ async fn finish(
     applying: Option<Applying>,
     shutdown: &CancellationToken,
 ) -> bool {
-    let Some(Applying {
-        folded,
-        session_keys,
-        call,
-        started,
-    }) = applying
-    else {
+    let Some(Applying { folded, call, started }) = applying else {
         return true;
     };
     // Members that did not go in make the batch unsettled even if its call
@@ -472,18 +430,12 @@ async fn finish(
             true
         }
         Ok(Attempt::Done(ApplyOutcome::NotPending)) => {
-            // Applied before (or claimed elsewhere): its states were not
-            // written by this call.
-            caches.states.forget(&session_keys);
             metrics::counter!("tally_streamer_batches_skipped_total").increment(1);
-            false
+            true
         }
         other => {
             if matches!(other, Ok(Attempt::Conflict)) {
                 metrics::counter!("tally_streamer_session_conflicts_total").increment(1);
-                caches.states.pause(opts.stale_state_pause);
-            } else {
-                caches.states.forget(&session_keys);
             }
             process(conn, ks, shard, opts, caches, folded.entries, shutdown).await;
             false
@@ -549,7 +501,6 @@ async fn reclaim(
 struct Caches {
     ttl: TtlCache,
     members: MemberCache,
-    states: StateCache,
 }
 
 /// Apply one batch exactly once, retrying calls of unknown outcome.
@@ -570,8 +521,6 @@ async fn process(
         let folded = Folded::of(entries, ks, opts, caches);
         let started = Instant::now();
         let applied = apply_batch(conn, ks, shard, &opts.consumer, folded.batch(), opts.retention).await;
-        // Whatever the outcome, the states of its sessions are Redis's now.
-        caches.states.forget(&apply::session_keys(ks, &folded.deltas));
         match applied {
             Ok(ApplyOutcome::Applied(_)) => {
                 folded.applied(caches, started);

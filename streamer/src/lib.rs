@@ -12,9 +12,6 @@
 //! - [`ttl_cache`], [`member_cache`]: what a shard loop's applied batches
 //!   already did to sketches (lifetimes set, members added), left out of
 //!   later batches.
-//! - [`state_cache`]: the session states a shard loop wrote last, merged
-//!   into without reading them back.
-//! - [`generations`]: the bounded, forgetting map these caches keep.
 //! - [`progress`]: lag and pending entries per shard.
 //! - [`retention`]: stream trimming that never drops unapplied entries;
 //!   removal of consumers of dead processes.
@@ -25,14 +22,12 @@
 pub mod aggregate;
 pub mod apply;
 pub mod consumer;
-pub mod generations;
 pub mod member_cache;
 pub mod progress;
 pub mod replay;
 pub mod retention;
 pub mod rules;
 pub mod sessions;
-pub mod state_cache;
 pub mod ttl_cache;
 pub mod verify;
 mod xinfo;

@@ -14,19 +14,25 @@
 //! is idempotent), so counts stay exact.
 //!
 //! Memory is bounded: the cache holds 64-bit fingerprints of (key, member)
-//! in two generations of at most `capacity` each ([`Generations`]), so no
-//! entry outlives the window.
+//! in two generations of at most `capacity` each. A generation is retired
+//! after half the window (or when full), so no entry outlives the window.
 //! A false match of two fingerprints would leave one visitor out of one
 //! sketch; at 2⁻⁶⁴ per pair that is far below the sketch's own error.
 
 use crate::aggregate::{Delta, Deltas};
-use crate::generations::Generations;
 use crate::ttl_cache::MIN_LIFETIME;
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
+type Fingerprints = HashSet<u64, foldhash::fast::RandomState>;
+
 pub struct MemberCache {
-    added: Generations<()>,
+    current: Fingerprints,
+    previous: Fingerprints,
+    started: Instant,
+    window: Duration,
+    capacity: usize,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -35,19 +41,23 @@ impl MemberCache {
     /// sketches' lifetimes), at most `2 * capacity` of them.
     pub fn new(window: Duration, capacity: usize) -> Self {
         MemberCache {
-            added: Generations::new(window, capacity),
+            current: Fingerprints::default(),
+            previous: Fingerprints::default(),
+            started: Instant::now(),
+            window,
+            capacity,
             hasher: foldhash::fast::RandomState::default(),
         }
     }
 
     fn known(&self, fingerprint: u64) -> bool {
-        self.added.contains(fingerprint)
+        self.current.contains(&fingerprint) || self.previous.contains(&fingerprint)
     }
 
     /// Drop from the batch's sketch ops the members added within the window;
     /// the fingerprints of the members the batch still adds.
     pub fn strip(&mut self, deltas: &mut Deltas) -> Vec<u64> {
-        self.added.age(Instant::now());
+        self.retire_if_due(Instant::now());
         let mut sent = Vec::new();
         for ((key, _), (delta, ttl)) in deltas.ops.iter_mut() {
             let Delta::Union(members) = delta else { continue };
@@ -71,13 +81,35 @@ impl MemberCache {
     /// The batch that added these members was applied.
     pub fn record(&mut self, sent: Vec<u64>) {
         for fingerprint in sent {
-            self.added.insert(fingerprint, ());
+            if self.current.len() >= self.capacity {
+                self.retire(Instant::now());
+            }
+            self.current.insert(fingerprint);
         }
+    }
+
+    fn retire_if_due(&mut self, now: Instant) {
+        if now.duration_since(self.started) >= self.window / 2 {
+            // Both generations are past half the window: the older one is
+            // past the window as a whole.
+            if now.duration_since(self.started) >= self.window {
+                self.previous.clear();
+                self.current.clear();
+                self.started = now;
+            } else {
+                self.retire(now);
+            }
+        }
+    }
+
+    fn retire(&mut self, now: Instant) {
+        self.previous = std::mem::take(&mut self.current);
+        self.started = now;
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.added.len()
+        self.current.len() + self.previous.len()
     }
 }
 
