@@ -337,3 +337,101 @@ async fn lifetimes_are_set_by_the_first_write_only() {
         "a key written anew gets a lifetime"
     );
 }
+
+/// Call the apply script for the one pending entry `id` with a single `H`
+/// op of `pairs` on `key`.
+async fn add_counters(
+    conn: &mut RedisConn,
+    ks: Keyspace,
+    shard: Shard,
+    id: &str,
+    key: &str,
+    pairs: &[(String, String)],
+) -> redis::RedisResult<Value> {
+    let script = redis::Script::new(include_str!("../src/apply.lua"));
+    let mut inv = script.prepare_invoke();
+    inv.key(shard.stream_key()).key(ks.applied_key(shard)).key(key);
+    inv.arg(ks.group()).arg("c1").arg(1).arg(1).arg(id);
+    inv.arg(0).arg(0); // no sessions
+    inv.arg("H").arg(3).arg(0).arg(pairs.len());
+    for (f, v) in pairs {
+        inv.arg(f).arg(v);
+    }
+    inv.invoke_async(conn).await
+}
+
+#[tokio::test]
+async fn counters_are_added_exactly_over_the_whole_integer_range() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    let key = ks.report_key(Report::Pages, Grain::Day, SITE, TS);
+    let stored: Vec<(&str, i64)> = vec![
+        ("small", 41),
+        ("to_zero", 5),
+        ("huge", 9_000_000_000_000_000),
+        ("near_exact_limit", 999_999_999_999_999),
+        ("negative", -7),
+    ];
+    for (f, v) in &stored {
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(*f)
+            .arg(*v)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A change to each stored field, new fields (one with a delta beyond a
+    // double's exact range), and over a thousand fields in one op.
+    let mut pairs: Vec<(String, i64)> = vec![
+        ("small".into(), 1),
+        ("to_zero".into(), -5),
+        ("huge".into(), 7),
+        ("near_exact_limit".into(), 1),
+        ("negative".into(), -1_000_000_000_000_000),
+        ("new_huge".into(), 4_611_686_018_427_387_905),
+    ];
+    pairs.extend((0..1203).map(|i| (format!("f{i}"), i - 600)));
+    let mut want: std::collections::BTreeMap<String, i64> = stored.iter().map(|(f, v)| (f.to_string(), *v)).collect();
+    for (f, d) in &pairs {
+        *want.entry(f.clone()).or_default() += d;
+    }
+    want.retain(|_, v| *v != 0);
+
+    add(&mut conn, shard, 1).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let ids = read(&mut conn, ks, shard, "c1", 1).await;
+    let text: Vec<(String, String)> = pairs.iter().map(|(f, d)| (f.clone(), d.to_string())).collect();
+    let r = add_counters(&mut conn, ks, shard, &ids[0], &key, &text).await.unwrap();
+    assert_eq!(r, Value::Int(1), "applied");
+    let got: std::collections::BTreeMap<String, i64> =
+        redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(got.len(), want.len(), "fields back at 0 are removed, no other");
+    let wrong: Vec<_> = want.iter().filter(|(f, v)| got.get(*f) != Some(v)).collect();
+    assert!(wrong.is_empty(), "fields not at their sums: {wrong:?}");
+    assert_eq!(got["huge"], 9_000_000_000_000_007);
+    assert_eq!(got["near_exact_limit"], 1_000_000_000_000_000);
+    assert_eq!(got["negative"], -1_000_000_000_000_007);
+    assert!(!got.contains_key("to_zero") && !got.contains_key("f600"));
+}
+
+#[tokio::test]
+async fn a_stored_counter_that_is_not_a_number_fails_the_call() {
+    let (_server, mut conn, shard, ks) = setup().await;
+    let key = ks.report_key(Report::Pages, Grain::Day, SITE, TS);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("bad")
+        .arg("x1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    add(&mut conn, shard, 1).await;
+    ensure_group(&mut conn, ks, shard).await.unwrap();
+    let ids = read(&mut conn, ks, shard, "c1", 1).await;
+    let pairs = vec![("bad".to_string(), "1".to_string())];
+    let err = add_counters(&mut conn, ks, shard, &ids[0], &key, &pairs)
+        .await
+        .expect_err("HINCRBY's refusal");
+    assert!(err.to_string().contains("not an integer"), "{err}");
+    assert_eq!(pending(&mut conn, ks, shard).await, 1, "the entry stays pending");
+}
