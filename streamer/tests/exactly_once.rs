@@ -8,6 +8,7 @@ use schema::ops::CancellationToken;
 use schema::report::{Report, code};
 use schema::store::{ConnectOptions, RedisConn, RedisTarget};
 use schema::{Event, Grain, Keyspace, Shard};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tally_streamer::aggregate::{Deltas, Retention, aggregate};
 use tally_streamer::apply::{ApplyOutcome, Batch, apply_batch};
@@ -199,6 +200,28 @@ async fn a_partly_claimed_batch_is_split_exactly() {
     assert_eq!(pending(&mut conn, ks, shard).await, 0);
 }
 
+/// Call the apply script for the one pending entry `id` with a single `H`
+/// op of `pairs` on `key`.
+async fn add_counters(
+    conn: &mut RedisConn,
+    ks: Keyspace,
+    shard: Shard,
+    id: &str,
+    key: &str,
+    pairs: &[(String, String)],
+) -> redis::RedisResult<Value> {
+    let script = redis::Script::new(include_str!("../src/apply.lua"));
+    let mut inv = script.prepare_invoke();
+    inv.key(shard.stream_key()).key(ks.applied_key(shard)).key(key);
+    inv.arg(ks.group()).arg("c1").arg(1).arg(1).arg(id);
+    inv.arg(0).arg(0); // no sessions
+    inv.arg("H").arg(3).arg(0).arg(pairs.len());
+    for (f, v) in pairs {
+        inv.arg(f).arg(v);
+    }
+    inv.invoke_async(conn).await
+}
+
 #[tokio::test]
 async fn malformed_ops_are_refused_before_any_write() {
     let (_server, mut conn, shard, ks) = setup().await;
@@ -206,27 +229,8 @@ async fn malformed_ops_are_refused_before_any_write() {
     ensure_group(&mut conn, ks, shard).await.unwrap();
     let ids = read(&mut conn, ks, shard, "c1", 1).await;
     let key = ks.report_key(Report::Traffic, Grain::Day, SITE, TS);
-    let r: redis::RedisResult<Value> = redis::Script::new(include_str!("../src/apply.lua"))
-        .key(shard.stream_key())
-        .key(ks.applied_key(shard))
-        .key(&key)
-        .arg(ks.group())
-        .arg("c1")
-        .arg(1) // events
-        .arg(1) // entries
-        .arg(&ids[0])
-        .arg(0) // no sessions
-        .arg(0) // their ttl
-        .arg("H")
-        .arg(3)
-        .arg(0)
-        .arg(2)
-        .arg(code::PAGEVIEWS)
-        .arg(1)
-        .arg(code::EVENTS)
-        .arg("1.5")
-        .invoke_async(&mut conn)
-        .await;
+    let pairs = [(code::PAGEVIEWS, "1"), (code::EVENTS, "1.5")].map(|(f, v)| (f.to_string(), v.to_string()));
+    let r = add_counters(&mut conn, ks, shard, &ids[0], &key, &pairs).await;
     let err = r.expect_err("non-integer delta refused");
     assert!(
         err.to_string().contains("non-integer value"),
@@ -338,28 +342,6 @@ async fn lifetimes_are_set_by_the_first_write_only() {
     );
 }
 
-/// Call the apply script for the one pending entry `id` with a single `H`
-/// op of `pairs` on `key`.
-async fn add_counters(
-    conn: &mut RedisConn,
-    ks: Keyspace,
-    shard: Shard,
-    id: &str,
-    key: &str,
-    pairs: &[(String, String)],
-) -> redis::RedisResult<Value> {
-    let script = redis::Script::new(include_str!("../src/apply.lua"));
-    let mut inv = script.prepare_invoke();
-    inv.key(shard.stream_key()).key(ks.applied_key(shard)).key(key);
-    inv.arg(ks.group()).arg("c1").arg(1).arg(1).arg(id);
-    inv.arg(0).arg(0); // no sessions
-    inv.arg("H").arg(3).arg(0).arg(pairs.len());
-    for (f, v) in pairs {
-        inv.arg(f).arg(v);
-    }
-    inv.invoke_async(conn).await
-}
-
 #[tokio::test]
 async fn counters_are_added_exactly_over_the_whole_integer_range() {
     let (_server, mut conn, shard, ks) = setup().await;
@@ -391,7 +373,7 @@ async fn counters_are_added_exactly_over_the_whole_integer_range() {
         ("new_huge".into(), 4_611_686_018_427_387_905),
     ];
     pairs.extend((0..1203).map(|i| (format!("f{i}"), i - 600)));
-    let mut want: std::collections::BTreeMap<String, i64> = stored.iter().map(|(f, v)| (f.to_string(), *v)).collect();
+    let mut want: BTreeMap<String, i64> = stored.iter().map(|(f, v)| (f.to_string(), *v)).collect();
     for (f, d) in &pairs {
         *want.entry(f.clone()).or_default() += d;
     }
@@ -403,8 +385,7 @@ async fn counters_are_added_exactly_over_the_whole_integer_range() {
     let text: Vec<(String, String)> = pairs.iter().map(|(f, d)| (f.clone(), d.to_string())).collect();
     let r = add_counters(&mut conn, ks, shard, &ids[0], &key, &text).await.unwrap();
     assert_eq!(r, Value::Int(1), "applied");
-    let got: std::collections::BTreeMap<String, i64> =
-        redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
+    let got: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
     assert_eq!(got.len(), want.len(), "fields back at 0 are removed, no other");
     let wrong: Vec<_> = want.iter().filter(|(f, v)| got.get(*f) != Some(v)).collect();
     assert!(wrong.is_empty(), "fields not at their sums: {wrong:?}");
