@@ -30,12 +30,19 @@
 # about 1 % on a noisy host, where wall-clock figures are not); it stops after
 # the drain's verify, since times under valgrind mean nothing. CALLGRIND_DIR=dir
 # keeps the dumps there, for callgrind_annotate.
+# PROFILE=dir records `perf` profiles of redis-server (frame pointers) and of
+# the streamer(s) (DWARF unwinding) over the drain, as dir/redis.perf and
+# dir/streamer.perf, for `perf report -i`. Debian's redis-server is stripped
+# and has no frame pointers; put a build with symbols first in PATH, e.g.
+# `apt-get source redis` (with deb-src enabled), then in its tree
+# `make REDIS_CFLAGS=-fno-omit-frame-pointer` and PATH=<tree>/src:$PATH.
 # needs: redis-server, redis-benchmark, python3 with psycopg2 (and valgrind
-# for INSTRUCTIONS=1)
+# for INSTRUCTIONS=1, perf for PROFILE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-500000}"; SITES="${2:-10}"; STREAMERS="${3:-1}"; RATE="${4:-20000}"; PROBES="${5:-200}"; BACKFILL="${6:-24}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tally-target}"
+if [ -n "${PROFILE:-}" ]; then command -v perf >/dev/null || { echo "missing perf (Debian's linux-perf)" >&2; exit 1; }; fi
 for b in redis-server redis-cli redis-benchmark python3; do command -v "$b" >/dev/null || { echo "missing $b" >&2; exit 1; }; done
 python3 -c 'import psycopg2' || { echo "missing psycopg2 (pip install -r tests/clients/requirements.txt)" >&2; exit 1; }
 if [ -z "${TALLY_BIN:-}" ]; then cargo build --release --quiet --bin tally; fi
@@ -104,7 +111,14 @@ fi
 T0=$(now)
 SPIDS=()
 for i in $(seq 1 "$STREAMERS"); do "${WRAP[@]}" "$TALLY" streamer --streamer-addr 127.0.0.1:0 --consumer "bench-$i" 2>/dev/null & SPIDS+=($!); done
+PERFS=()
+if [ -n "${PROFILE:-}" ]; then
+  mkdir -p "$PROFILE"
+  perf record -q -F 1999 -g -p "$(info server process_id)" -o "$PROFILE/redis.perf" >/dev/null 2>&1 & PERFS+=($!)
+  perf record -q -F 999 --call-graph dwarf,16384 -p "$(IFS=,; echo "${SPIDS[*]}")" -o "$PROFILE/streamer.perf" >/dev/null 2>&1 & PERFS+=($!)
+fi
 until drained; do sleep 0.05; done
+if [ "${#PERFS[@]}" -gt 0 ]; then kill -INT "${PERFS[@]}"; wait "${PERFS[@]}" 2>/dev/null || true; fi
 T1=$(now); CPU1=$(cpu); MEM1=$(info memory used_memory)
 AOF1=$(info persistence aof_current_size); REWRITES1=$(info persistence aof_rewrites)
 if [ "$COUNT" = 1 ]; then
