@@ -118,8 +118,9 @@ if [ -n "${PROFILE:-}" ]; then
   perf record -q -F 999 --call-graph dwarf,16384 -p "$(IFS=,; echo "${SPIDS[*]}")" -o "$PROFILE/streamer.perf" >/dev/null 2>&1 & PERFS+=($!)
 fi
 until drained; do sleep 0.05; done
-if [ "${#PERFS[@]}" -gt 0 ]; then kill -INT "${PERFS[@]}"; wait "${PERFS[@]}" 2>/dev/null || true; fi
 T1=$(now); CPU1=$(cpu); MEM1=$(info memory used_memory)
+# Stopped after the drain's clock: perf writes its files as it stops.
+if [ "${#PERFS[@]}" -gt 0 ]; then kill -INT "${PERFS[@]}"; wait "${PERFS[@]}" 2>/dev/null || true; fi
 AOF1=$(info persistence aof_current_size); REWRITES1=$(info persistence aof_rewrites)
 if [ "$COUNT" = 1 ]; then
   callgrind_control -d "$RPID" >/dev/null 2>&1
