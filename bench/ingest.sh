@@ -13,10 +13,16 @@
 # same shape to a bare stream. For both Tally runs it also prints the CPU
 # time ingest and Redis spent per stored event (from /proc, over the wrk
 # run): on a shared two-core machine the rates move with whatever else runs,
-# the CPU per event much less.
+# the CPU per event much less. The same is printed for nginx and for wrk
+# itself, which shares the two cores: what wrk and nginx spend per request
+# bounds the rate any server could reach here.
 #
 # usage: bench/ingest.sh [duration_s=10] [connections=64] [threads=2]
 # TALLY_BIN=path measures that binary instead of building this checkout.
+# INSTRUCTIONS=1 runs ingest under valgrind's callgrind instead and reports
+# the instructions it executes per stored single event (user space only;
+# repeatable where wall-clock figures are not), then stops. CALLGRIND_DIR=dir
+# keeps the dump there, for callgrind_annotate.
 # needs: wrk, nginx, redis-server (apt-get install wrk nginx-light redis-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +40,14 @@ redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes --a
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
 export REDIS_URL="redis://127.0.0.1:$RPORT" TALLY_LOG=warn
 "$TALLY" sites add shop.example >/dev/null
-"$TALLY" ingest --ingest-addr "127.0.0.1:$IPORT" &
+COUNT="${INSTRUCTIONS:-0}"
+WRAP=()
+if [ "$COUNT" = 1 ]; then
+  command -v valgrind >/dev/null || { echo "missing valgrind" >&2; exit 1; }
+  # Counting starts with the wrk run (callgrind_control -i on), not at start-up.
+  WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/ingest.cg.%p")
+fi
+"${WRAP[@]}" "$TALLY" ingest --ingest-addr "127.0.0.1:$IPORT" 2>/dev/null &
 INGEST_PID=$!
 REDIS_PID=$(redis-cli -p "$RPORT" info server | tr -d '\r' | sed -n 's/^process_id://p')
 # CPU seconds (user + system) of a process so far.
@@ -76,20 +89,50 @@ LUA
 cat "$WORK/report.lua" >> "$WORK/post.lua"
 for p in "$IPORT" "$NPORT"; do until curl -s -o /dev/null "http://127.0.0.1:$p/"; do sleep 0.05; done; done
 
-run() { wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$1" | grep '^RESULT'; }
-echo "nginx (204):"; N=$(run "http://127.0.0.1:$NPORT/api/event"); echo "  $N"
+# One wrk run; wrk's own CPU seconds (user + system) go to $WORK/wrk.cpu.
+run() {
+  local TIMEFORMAT='%U %S'
+  { time wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$1" > "$WORK/wrk.out"; } 2> "$WORK/wrk.time"
+  awk '{ printf "%.3f", $1 + $2 }' "$WORK/wrk.time" > "$WORK/wrk.cpu"
+  grep '^RESULT' "$WORK/wrk.out"
+}
+# "name_cpu_us_per_request=.." from CPU seconds and a request count.
+per_request() { python3 -c "import sys; print(f'{sys.argv[1]}_cpu_us_per_request={float(sys.argv[2]) / max(float(sys.argv[3]), 1) * 1e6:.2f}')" "$@"; }
+field() { sed -E "s/.*$2=([0-9.]+).*/\1/" <<<"$1"; }
+# Events in the shard streams (an entry holds one or several).
+count_stored() { redis-cli -p "$RPORT" --eval bench/count_events.lua $(for s in $(seq 0 15); do printf 'tally:{s%02d}:events ' "$s"; done) , ; }
+
+if [ "$COUNT" = 1 ]; then
+  callgrind_control -i on "$INGEST_PID" >/dev/null 2>&1
+  echo "tally ingest under callgrind (202 after XADD):"
+  T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
+  callgrind_control -d "$INGEST_PID" >/dev/null 2>&1
+  stored=$(count_stored)
+  INS=$(for f in "$WORK"/ingest.cg.*; do sed -n 's/^\(totals\|summary\): \([0-9]*\).*/\2/p' "$f" | head -1; done | paste -sd+ | bc)
+  if [ -n "${CALLGRIND_DIR:-}" ]; then mkdir -p "$CALLGRIND_DIR" && cp "$WORK"/ingest.cg.* "$CALLGRIND_DIR"/; fi
+  echo "INSTRUCTIONS per event: ingest=$((INS / (stored > 0 ? stored : 1))) (callgrind, user space, $stored events)"
+  exit 0
+fi
+
+# CPU seconds of nginx's master and workers so far.
+nginx_cpu_s() {
+  local master; master=$(cat "$WORK/nginx/nginx.pid")
+  for p in "$master" $(pgrep -P "$master"); do cpu_s "$p"; echo; done | paste -sd+ | bc
+}
+echo "nginx (204):"
+n0=$(nginx_cpu_s)
+N=$(run "http://127.0.0.1:$NPORT/api/event"); echo "  $N"
+n1=$(nginx_cpu_s)
+echo "  CPU $(per_request nginx "$(bc <<<"$n1 - $n0")" "$(field "$N" requests)") $(per_request wrk "$(cat "$WORK/wrk.cpu")" "$(field "$N" requests)")"
 echo "tally ingest (202 after XADD):"
 i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
 T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
 i1=$(cpu_s "$INGEST_PID"); r1=$(cpu_s "$REDIS_PID")
-
-field() { sed -E "s/.*$2=([0-9.]+).*/\1/" <<<"$1"; }
-# Events in the shard streams (an entry holds one or several).
-count_stored() { redis-cli -p "$RPORT" --eval bench/count_events.lua $(for s in $(seq 0 15); do printf 'tally:{s%02d}:events ' "$s"; done) , ; }
+WRK_CPU=$(cat "$WORK/wrk.cpu")
 stored=$(count_stored)
 ok=$(( $(field "$T" requests) - $(field "$T" non2xx) ))
 echo "events in streams: $stored, 2xx answers: $ok"
-echo "  CPU $(cpu_per_event "$i0" "$i1" "$r0" "$r1" "$stored")"
+echo "  CPU $(cpu_per_event "$i0" "$i1" "$r0" "$r1" "$stored") $(per_request wrk "$WRK_CPU" "$(field "$T" requests)")"
 echo "ratio ingest/nginx: $(python3 -c "print(round($(field "$T" rps)/$(field "$N" rps), 3))")"
 mem=$(redis-cli -p "$RPORT" memory usage "tally:{s$(printf %02d "$(python3 -c 'h=0x811c9dc5
 for b in b"shop.example": h=((h^b)*0x01000193)&0xffffffff

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::FutureExt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Shared state of the handlers.
@@ -159,7 +159,27 @@ fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String 
     {
         return first.to_owned();
     }
-    peer.ip().to_string()
+    ip_string(peer.ip())
+}
+
+/// `ip.to_string()`, with IPv4 written by hand: the standard `Display`
+/// cost about 1,300 instructions per request (`INSTRUCTIONS=1
+/// bench/ingest.sh`), a twentieth of ingest's own work.
+fn ip_string(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(digits.format(octet));
+            }
+            s
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
 }
 
 /// Where an event came from: the visitor id and the enrichment derive from
@@ -478,3 +498,25 @@ fn accepted() -> Response {
 }
 
 const ACCEPTED_BODY: &str = r#"{"status":"accepted"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::ip_string;
+    use std::net::IpAddr;
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.0.12.250",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+    }
+}

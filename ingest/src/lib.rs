@@ -198,7 +198,6 @@ pub async fn run(
         max_connections: cfg.ingest_max_connections,
         header_timeout: Duration::from_secs(cfg.ingest_header_timeout_secs.max(1)),
         max_header_bytes: cfg.max_header_bytes.max(1024),
-        ..serve::ConnLimits::default()
     };
     serve::serve(listener, app, limits, shutdown.clone()).await?;
     refresher.abort();

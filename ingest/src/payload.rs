@@ -214,7 +214,8 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Re
         ts_ms,
         site,
         name,
-        url: parsed.to_string(),
+        // The serialization itself, not a copy written through `Display`.
+        url: parsed.into(),
         referrer,
         visitor_id: 0,
         browser: String::new(),

@@ -54,10 +54,19 @@ impl SiteRateLimiter {
             let idle = (self.burst / self.rate * 1000.0) as i64;
             buckets.retain(|_, b| now_ms - b.last_ms <= idle);
         }
-        let b = buckets.entry(site.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            last_ms: now_ms,
-        });
+        // The site's name is copied only for a new bucket, not per event.
+        if !buckets.contains_key(site) {
+            buckets.insert(
+                site.to_owned(),
+                Bucket {
+                    tokens: self.burst,
+                    last_ms: now_ms,
+                },
+            );
+        }
+        let Some(b) = buckets.get_mut(site) else {
+            return true;
+        };
         let elapsed = (now_ms - b.last_ms).max(0) as f64 / 1000.0;
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.last_ms = now_ms;

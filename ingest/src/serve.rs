@@ -8,8 +8,11 @@
 //!   connection) must arrive within `header_timeout`: a client that opens a
 //!   socket and sends nothing, or trickles its headers (slowloris), is
 //!   dropped, and idle kept-alive connections are closed after that long.
-//! - Headers are bounded in size (`431`) and number; bodies are bounded and
-//!   timed by the handlers (`413`, `408`).
+//! - Headers are bounded in size and number (`431`); bodies are bounded and
+//!   timed by the handlers (`413`, `408`). The number is hyper's default,
+//!   [`MAX_HEADERS`]: hyper parses that many on the stack, and any other
+//!   limit costs a heap allocation per request (about 1,400 instructions of
+//!   ingest's 52,000 per event, `INSTRUCTIONS=1 bench/ingest.sh`).
 //! - Shutdown stops accepting, lets in-flight requests finish and closes
 //!   idle connections (hyper's graceful shutdown).
 
@@ -34,9 +37,10 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
-    /// Most header lines in a request.
-    pub max_headers: usize,
 }
+
+/// Most header lines in a request (hyper's own bound; more is `431`).
+pub const MAX_HEADERS: usize = 100;
 
 impl Default for ConnLimits {
     fn default() -> Self {
@@ -44,7 +48,6 @@ impl Default for ConnLimits {
             max_connections: 10_000,
             header_timeout: Duration::from_secs(15),
             max_header_bytes: 16 * 1024,
-            max_headers: 64,
         }
     }
 }
@@ -77,7 +80,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers)
         .keep_alive(true);
     let open = metrics::gauge!("tally_ingest_connections");
     let refused = metrics::counter!("tally_ingest_connections_refused_total");

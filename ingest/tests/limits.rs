@@ -88,6 +88,22 @@ async fn slow_silent_and_oversized_clients_are_cut_off_and_others_served() {
     let said = read_to_close(&mut big, Duration::from_secs(5)).await;
     assert!(said.starts_with("HTTP/1.1 431"), "{said:?}");
 
+    // Too many header lines, though short: 431; as many as allowed: served.
+    for (lines, status) in [
+        (tally_ingest::serve::MAX_HEADERS + 1, "431"),
+        (tally_ingest::serve::MAX_HEADERS - 2, "200"),
+    ] {
+        let mut s = TcpStream::connect(&host).await.unwrap();
+        let extra: String = (0..lines - 2).map(|i| format!("x-h{i}: 1\r\n")).collect();
+        let head = format!("GET /t.js HTTP/1.1\r\nhost: {host}\r\n{extra}connection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let said = read_to_close(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            said.starts_with(&format!("HTTP/1.1 {status}")),
+            "{lines} lines: {said:?}"
+        );
+    }
+
     // A body that trickles in: 408 with a JSON reason.
     let mut trickle = TcpStream::connect(&host).await.unwrap();
     trickle

@@ -334,24 +334,33 @@ impl Event {
             (None, false) => "x",
         };
         let name = if self.name == PAGEVIEW { "" } else { self.name.as_str() };
+        // Numbers by `itoa` and the agent by hand: `to_string` and
+        // `format!` cost ingest about 1,200 instructions per event here.
+        let number = |n: i64| Cow::Owned(itoa::Buffer::new().format(n).to_owned());
+        let device = self.device.as_str();
+        let mut agent = String::with_capacity(self.browser.len() + self.os.len() + device.len() + 2);
+        for (i, part) in [self.browser.as_str(), self.os.as_str(), device]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                agent.push('\u{1f}');
+            }
+            agent.push_str(part);
+        }
         [
-            Cow::Owned(self.ts_ms.to_string()),
+            number(self.ts_ms),
             Cow::Borrowed(self.site.as_str()),
             Cow::Borrowed(name),
             Cow::Borrowed(url),
             Cow::Borrowed(self.referrer.as_str()),
-            Cow::Owned((self.visitor_id as i64).to_string()),
-            Cow::Owned(format!(
-                "{}\u{1f}{}\u{1f}{}",
-                self.browser,
-                self.os,
-                self.device.as_str()
-            )),
+            number(self.visitor_id as i64),
+            Cow::Owned(agent),
             Cow::Borrowed(self.country.as_str()),
             props,
             revenue,
             Cow::Borrowed(flags),
-            Cow::Owned((self.session_id as i64).to_string()),
+            number(self.session_id as i64),
         ]
     }
 
