@@ -20,9 +20,10 @@
 # usage: bench/ingest.sh [duration_s=10] [connections=64] [threads=2]
 # TALLY_BIN=path measures that binary instead of building this checkout.
 # INSTRUCTIONS=1 runs ingest under valgrind's callgrind instead and reports
-# the instructions it executes per stored single event (user space only;
-# repeatable where wall-clock figures are not), then stops. CALLGRIND_DIR=dir
-# keeps the dump there, for callgrind_annotate.
+# the instructions it executes per stored single event, then per stored
+# batch event (user space only; repeatable where wall-clock figures are not),
+# then stops. CALLGRIND_DIR=dir keeps the dumps there (.1 single, .2 batch),
+# for callgrind_annotate.
 # needs: wrk, nginx, redis-server (apt-get install wrk nginx-light redis-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,19 @@ wrk.headers["Content-Type"] = "text/plain"
 wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 LUA
 cat "$WORK/report.lua" >> "$WORK/post.lua"
+# The batch endpoint's body: 100 events per request.
+python3 - "$WORK/batch.lua" <<'PY'
+import json, sys
+events = [{"n": "pageview", "u": f"https://shop.example/products/item-{i % 17}?utm_source=newsletter",
+           "d": "shop.example", "r": "https://www.google.com/", "ip": f"10.0.{i // 250}.{i % 250 + 1}"} for i in range(100)]
+body = json.dumps({"events": events}).replace("\\", "\\\\").replace("'", "\\'")
+open(sys.argv[1], "w").write(f"""wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+""")
+PY
+cat "$WORK/report.lua" >> "$WORK/batch.lua"
 for p in "$IPORT" "$NPORT"; do until curl -s -o /dev/null "http://127.0.0.1:$p/"; do sleep 0.05; done; done
 
 # One wrk run; wrk's own CPU seconds (user + system) go to $WORK/wrk.cpu.
@@ -108,9 +122,17 @@ if [ "$COUNT" = 1 ]; then
   T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
   callgrind_control -d "$INGEST_PID" >/dev/null 2>&1
   stored=$(count_stored)
-  INS=$(for f in "$WORK"/ingest.cg.*; do sed -n 's/^\(totals\|summary\): \([0-9]*\).*/\2/p' "$f" | head -1; done | paste -sd+ | bc)
-  if [ -n "${CALLGRIND_DIR:-}" ]; then mkdir -p "$CALLGRIND_DIR" && cp "$WORK"/ingest.cg.* "$CALLGRIND_DIR"/; fi
+  cg_total() { sed -n 's/^\(totals\|summary\): \([0-9]*\).*/\2/p' "$1" | head -1; }
+  INS=$(cg_total "$WORK/ingest.cg.$INGEST_PID.1")
   echo "INSTRUCTIONS per event: ingest=$((INS / (stored > 0 ? stored : 1))) (callgrind, user space, $stored events)"
+  # The batch endpoint, counted apart (the dump above reset the counts).
+  echo "tally ingest batch under callgrind (100 events per request, 16 connections):"
+  B=$(wrk -t"$THREADS" -c16 -d"${DURATION}s" -s "$WORK/batch.lua" "http://127.0.0.1:$IPORT/api/events" | grep '^RESULT'); echo "  $B"
+  callgrind_control -d "$INGEST_PID" >/dev/null 2>&1
+  batch=$(( $(count_stored) - stored ))
+  INS=$(cg_total "$WORK/ingest.cg.$INGEST_PID.2")
+  echo "INSTRUCTIONS per batch event: ingest=$((INS / (batch > 0 ? batch : 1))) (callgrind, user space, $batch events)"
+  if [ -n "${CALLGRIND_DIR:-}" ]; then mkdir -p "$CALLGRIND_DIR" && cp "$WORK"/ingest.cg.* "$CALLGRIND_DIR"/; fi
   exit 0
 fi
 
@@ -143,19 +165,7 @@ echo "stream bytes per event (this payload): $(python3 -c "print(round($mem/max(
 [ "$stored" -ge "$ok" ] || { echo "LOST EVENTS: $stored stored < $ok acknowledged" >&2; exit 1; }
 [ "$stored" -le $((ok + CONNS)) ] || { echo "UNEXPECTED: $stored stored > $ok acknowledged + $CONNS" >&2; exit 1; }
 
-# Batch endpoint: 100 events per request.
-python3 - "$WORK/batch.lua" <<'PY'
-import json, sys
-events = [{"n": "pageview", "u": f"https://shop.example/products/item-{i % 17}?utm_source=newsletter",
-           "d": "shop.example", "r": "https://www.google.com/", "ip": f"10.0.{i // 250}.{i % 250 + 1}"} for i in range(100)]
-body = json.dumps({"events": events}).replace("\\", "\\\\").replace("'", "\\'")
-open(sys.argv[1], "w").write(f"""wrk.method = "POST"
-wrk.body = '{body}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-""")
-PY
-cat "$WORK/report.lua" >> "$WORK/batch.lua"
+# Batch endpoint: 100 events per request (the body is written above).
 before=$(count_stored)
 i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
 BCONNS=16

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Country database, consulted when no header gave the country.
     pub geoip: Option<crate::geoip::GeoIp>,
     pub user_agents: UserAgentParser,
+    /// Recent page URLs, parsed.
+    pub page_urls: crate::page_url::PageUrls,
     pub registry: SiteRegistry,
     pub visitors: VisitorHasher,
     pub writer: EventWriter,
@@ -277,7 +279,7 @@ async fn ingest(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: 
 
 /// Validate, check and enrich one event.
 async fn check(state: &AppState, raw: payload::RawEvent, sender: &Sender, now: i64) -> Result<Checked, ApiError> {
-    let mut event = payload::validate(raw, now, &state.limits)?;
+    let mut event = payload::validate_with(raw, now, &state.limits, Some(&state.page_urls))?;
     if !state.registry.allows(&event.site, now).await.map_err(unavailable)? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

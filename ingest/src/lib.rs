@@ -16,6 +16,7 @@
 pub mod enrich;
 pub mod geoip;
 pub mod http;
+pub mod page_url;
 pub mod payload;
 pub mod ratelimit;
 pub mod registry;
@@ -181,6 +182,7 @@ pub async fn run(
         country_header,
         geoip,
         user_agents: enrich::UserAgentParser::default(),
+        page_urls: page_url::PageUrls::default(),
         registry: registry::SiteRegistry::new(conn.clone(), cfg.open_collection),
         visitors: visitor::VisitorHasher::new(conn.clone()),
         writer,

@@ -6,6 +6,7 @@
 //! Plausible's tracker format (`n`, `u`, `d`, `r`) with long aliases, so
 //! existing trackers and server-side senders can post as they are.
 
+use crate::page_url::{self, PageUrls};
 use schema::Event;
 use schema::event::{Device, Revenue};
 use schema::site::normalize_site;
@@ -140,6 +141,11 @@ pub fn decode(body: &[u8]) -> Result<RawEvent, Rejection> {
 /// carries what the request body says; the caller adds the visitor id and
 /// the enrichment from headers (user agent, country).
 pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Rejection> {
+    validate_with(raw, now_ms, limits, None)
+}
+
+/// [`validate`], with the page URL from `urls`' cache when given.
+pub fn validate_with(raw: RawEvent, now_ms: i64, limits: &Limits, urls: Option<&PageUrls>) -> Result<Event, Rejection> {
     let name = raw.name.ok_or(Rejection::Missing("name"))?;
     let name = name.trim().to_owned();
     if name.is_empty() {
@@ -156,17 +162,13 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Re
     if url_text.len() > limits.max_url_bytes {
         return Err(Rejection::UrlTooLong(limits.max_url_bytes));
     }
-    let parsed = url::Url::parse(&url_text).map_err(|e| Rejection::UrlInvalid(e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(Rejection::UrlInvalid(format!(
-            "scheme {:?} is not http(s)",
-            parsed.scheme()
-        )));
-    }
-    let host = parsed.host_str().unwrap_or_default().to_owned();
+    let page = match urls {
+        Some(urls) => urls.parse(&url_text)?,
+        None => page_url::parse(&url_text)?,
+    };
     let site_raw = match raw.site {
         Some(s) if !s.trim().is_empty() => s,
-        _ => host,
+        _ => page.host,
     };
     let site = normalize_site(&site_raw).map_err(|e| Rejection::Site(e.to_string()))?;
 
@@ -214,8 +216,7 @@ pub fn validate(raw: RawEvent, now_ms: i64, limits: &Limits) -> Result<Event, Re
         ts_ms,
         site,
         name,
-        // The serialization itself, not a copy written through `Display`.
-        url: parsed.into(),
+        url: page.url,
         referrer,
         visitor_id: 0,
         browser: String::new(),

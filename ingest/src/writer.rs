@@ -275,8 +275,24 @@ async fn run(conn: RedisConn, mut rx: mpsc::Receiver<WriteRequest>, opts: Writer
                     open = false;
                 }
                 waiting_events += batch.len();
+                // Room for each shard's events at once: a request is a few
+                // hundred bytes, and growing by doubling copied each about
+                // once more (2 % of a batch event's instructions).
+                let mut per_shard = [0usize; schema::keys::SHARDS as usize];
+                for req in &batch {
+                    if let Some(n) = per_shard.get_mut(usize::from(req.shard.0)) {
+                        *n += 1;
+                    }
+                }
                 for req in batch.drain(..) {
-                    waiting.entry(req.shard).or_default().push(req);
+                    let queue = waiting.entry(req.shard).or_default();
+                    if let Some(n) = per_shard.get_mut(usize::from(req.shard.0))
+                        && *n > 0
+                    {
+                        queue.reserve(*n);
+                        *n = 0;
+                    }
+                    queue.push(req);
                 }
             }
             Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
@@ -312,13 +328,20 @@ fn appends(shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) -> Vec<Ap
     // (unpacked layout, visit window) -> events, in the order first seen.
     type Group = ((bool, i64), Vec<(WriteRequest, Record)>);
     let mut groups: Vec<Group> = Vec::new();
+    let mut left = reqs.len();
     for req in reqs {
         let record = Record::of(&req.event);
         let key = (!record.packed, visit_window(req.event.ts_ms));
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, group)) => group.push((req, record)),
-            None => groups.push((key, vec![(req, record)])),
+            None => {
+                // Nearly every turn is one group: room for all it may hold.
+                let mut group = Vec::with_capacity(left);
+                group.push((req, record));
+                groups.push((key, group));
+            }
         }
+        left -= 1;
     }
     groups.sort_by_key(|(k, _)| *k);
     groups
@@ -342,7 +365,17 @@ impl Append {
             Some((_, record)) if !record.packed => &Event::field_names(),
             _ => &Event::packed_field_names(),
         };
-        let mut cmd = redis::cmd("EVALSHA");
+        // Sized for the whole call at once rather than grown by doubling:
+        // per event a visit field (17 bytes and the site), a session
+        // candidate and a time (at most 20 bytes each) and the record's
+        // values; the rest is well under 512 bytes.
+        let event_bytes: usize = reqs
+            .iter()
+            .map(|(r, record)| 57 + r.event.site.len() + record.values.iter().map(String::len).sum::<usize>())
+            .sum();
+        let per_event_args = 3 + reqs.first().map_or(0, |(_, record)| record.values.len());
+        let mut cmd = redis::Cmd::with_capacity(12 + names.len() + reqs.len() * per_event_args, 512 + event_bytes);
+        cmd.arg("EVALSHA");
         cmd.arg(APPEND.get_hash()).arg(4).arg(shard.stream_key());
         for w in window - 1..=window + 1 {
             cmd.arg(shard.visits_key(w));
