@@ -335,8 +335,12 @@ fn appends(shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) -> Vec<Ap
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, group)) => group.push((req, record)),
             None => {
-                // Nearly every turn is one group: room for all it may hold.
-                let mut group = Vec::with_capacity(left);
+                // Nearly every turn is one group: the first gets room for
+                // all the turn holds. Later ones (a backfill spread over
+                // many windows) grow as they fill, so a turn never sets
+                // aside room for its events many times over.
+                let room = if groups.is_empty() { left } else { 0 };
+                let mut group = Vec::with_capacity(room);
                 group.push((req, record));
                 groups.push((key, group));
             }
