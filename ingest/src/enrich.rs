@@ -6,6 +6,7 @@
 //! recognised here so that ingest can drop them, count them and still answer
 //! 202, as Plausible does: a bot gains nothing from a different answer.
 
+use crate::recent::Recent;
 use schema::event::Device;
 use woothee::parser::Parser;
 
@@ -48,14 +49,14 @@ const CACHE_CAPACITY: usize = 8192;
 /// Parses user agents (with a bounded cache); create once and share.
 pub struct UserAgentParser {
     parser: Parser,
-    cache: std::sync::RwLock<std::collections::HashMap<String, UserAgentInfo>>,
+    cache: Recent<UserAgentInfo>,
 }
 
 impl Default for UserAgentParser {
     fn default() -> Self {
         UserAgentParser {
             parser: Parser::new(),
-            cache: std::sync::RwLock::new(std::collections::HashMap::new()),
+            cache: Recent::new(CACHE_CAPACITY),
         }
     }
 }
@@ -67,16 +68,11 @@ fn known(v: &str) -> String {
 impl UserAgentParser {
     /// The parse of `ua`, from the cache when seen before.
     pub fn parse(&self, ua: &str) -> UserAgentInfo {
-        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(ua).cloned()) {
+        if let Some(hit) = self.cache.get(ua) {
             return hit;
         }
         let info = self.parse_uncached(ua);
-        if let Ok(mut c) = self.cache.write() {
-            if c.len() >= CACHE_CAPACITY {
-                c.clear(); // crude but bounded; refills with the common agents
-            }
-            c.insert(ua.to_owned(), info.clone());
-        }
+        self.cache.insert(ua, info.clone());
         info
     }
 

@@ -19,6 +19,7 @@ pub mod http;
 pub mod page_url;
 pub mod payload;
 pub mod ratelimit;
+pub mod recent;
 pub mod registry;
 pub mod serve;
 pub mod spam;

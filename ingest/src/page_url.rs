@@ -13,8 +13,7 @@
 //! each.
 
 use crate::payload::Rejection;
-use std::collections::HashMap;
-use std::sync::RwLock;
+use crate::recent::Recent;
 
 /// Most URLs cached.
 pub const CACHE_CAPACITY: usize = 4096;
@@ -47,9 +46,16 @@ pub fn parse(text: &str) -> Result<PageUrl, Rejection> {
 }
 
 /// [`parse`] with a cache of recent answers, shared by the handlers.
-#[derive(Debug, Default)]
 pub struct PageUrls {
-    cache: RwLock<HashMap<String, PageUrl>>,
+    cache: Recent<PageUrl>,
+}
+
+impl Default for PageUrls {
+    fn default() -> Self {
+        PageUrls {
+            cache: Recent::new(CACHE_CAPACITY),
+        }
+    }
 }
 
 impl PageUrls {
@@ -58,22 +64,17 @@ impl PageUrls {
         if text.len() > CACHED_URL_BYTES {
             return parse(text);
         }
-        if let Some(hit) = self.cache.read().ok().and_then(|c| c.get(text).cloned()) {
+        if let Some(hit) = self.cache.get(text) {
             return Ok(hit);
         }
         let page = parse(text)?;
-        if let Ok(mut c) = self.cache.write() {
-            if c.len() >= CACHE_CAPACITY {
-                c.clear();
-            }
-            c.insert(text.to_owned(), page.clone());
-        }
+        self.cache.insert(text, page.clone());
         Ok(page)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.cache.read().map(|c| c.len()).unwrap_or(0)
+        self.cache.len()
     }
 }
 
