@@ -328,7 +328,7 @@ fn appends(shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) -> Vec<Ap
     // (unpacked layout, visit window) -> events, in the order first seen.
     type Group = ((bool, i64), Vec<(WriteRequest, Record)>);
     let mut groups: Vec<Group> = Vec::new();
-    let mut left = reqs.len();
+    let turn = reqs.len();
     for req in reqs {
         let record = Record::of(&req.event);
         let key = (!record.packed, visit_window(req.event.ts_ms));
@@ -339,13 +339,12 @@ fn appends(shard: Shard, reqs: Vec<WriteRequest>, entry_events: usize) -> Vec<Ap
                 // all the turn holds. Later ones (a backfill spread over
                 // many windows) grow as they fill, so a turn never sets
                 // aside room for its events many times over.
-                let room = if groups.is_empty() { left } else { 0 };
+                let room = if groups.is_empty() { turn } else { 0 };
                 let mut group = Vec::with_capacity(room);
                 group.push((req, record));
                 groups.push((key, group));
             }
         }
-        left -= 1;
     }
     groups.sort_by_key(|(k, _)| *k);
     groups
