@@ -141,7 +141,7 @@ def append_call(sha, n, visitors, now_ms, rng):
     for visitor in visitors:
         _, values = record_fields(visitor)
         values[0] = now_ms
-        argv += [rng.randrange(1, 2**62), now_ms] + values[1:-1]
+        argv += [now_ms] + values[1:-1] + [rng.randrange(1, 2**62)]
     return resp(["EVALSHA", sha, len(keys)] + keys + argv)
 
 

@@ -20,9 +20,14 @@
 -- ARGV[4]        most events per entry,
 -- then the m field names, then the n events' visit fields (in one run, so
 -- that each window is read with one HMGET and no table is built for it),
--- then per event: candidate session id, event ms, and the record's values
--- but the first and the last (m - 2), which are the time and the session
--- this script sets.
+-- then per event its record's m values as stored but for the first and the
+-- last, which this script sets: the first is sent as the event ms (the
+-- script stores it relative to the entry id), the last as the candidate
+-- session id (the script stores the session the event joins). The values
+-- come in the record's order so that an entry of several events is built
+-- from one unpack of them, a table sized once (filled value by value, it
+-- grew through Lua's hash part and rehashed, a tenth of Redis's work per
+-- event, `bench/append_cost.py`).
 -- Each entry holds the records of up to ARGV[4] consecutive events (see
 -- schema/src/entry.rs). A record's first value is the event time; it is
 -- stored relative to the entry id's milliseconds, a small integer for live
@@ -46,7 +51,9 @@ local f0 = 4 + m
 local events0 = f0 + n
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local find, sub, abs = string.find, string.sub, math.abs
+-- string.format('%d') rather than tostring: tostring formats a number as
+-- '%.14g', which cost about 2,800 instructions per event.
+local find, sub, abs, format = string.find, string.sub, math.abs, string.format
 
 -- The stored visits of each event's field in the three windows.
 local stored = {}
@@ -78,13 +85,16 @@ local function stored_visit(i, w, known)
   return v
 end
 
-local ts_of, sid_of = {}, {}
+-- Each event's time and session, in tables of n made at once (copies of
+-- the visit fields, overwritten below): filled one by one, they grew
+-- through the hash part.
+local ts_of, sid_of = {unpack(ARGV, f0 + 1, f0 + n)}, {unpack(ARGV, f0 + 1, f0 + n)}
 local p = events0 + 1
 for i = 1, n do
-  local field, ts_text = ARGV[f0 + i], ARGV[p + 1]
+  local field, ts_text = ARGV[f0 + i], ARGV[p]
   local ts = tonumber(ts_text)
   if ts == nil then
-    return redis.error_reply('ERR tally append: bad event time at argument ' .. (p + 1))
+    return redis.error_reply('ERR tally append: bad event time at argument ' .. p)
   end
   local known = visits[field]
   if known == nil then
@@ -102,7 +112,7 @@ for i = 1, n do
     end
   end
   if best == nil then
-    best = {ARGV[p], ts_text, ts, 2, true}
+    best = {ARGV[p + m - 1], ts_text, ts, 2, true}
     known[#known + 1] = best
   elseif ts > best[3] then
     best[2], best[3], best[4], best[5] = ts_text, ts, 2, true
@@ -119,41 +129,36 @@ local relative = true
 local first = 1
 while first <= n do
   local last = math.min(n, first + per_entry - 1)
-  local record = {KEYS[1], '*'}
-  -- time_at[i]: where event i's time goes in record.
-  local time_at = {}
   local q = events0 + 1 + (first - 1) * stride
+  -- record[time_at + (i - first) * time_step]: where event i's time goes.
+  local record, time_at, time_step
   if first == last then
+    record = {KEYS[1], '*', names[1], ARGV[q]}
     for j = 2, m - 1 do
       record[2 * j + 1] = names[j]
-      record[2 * j + 2] = ARGV[q + j]
+      record[2 * j + 2] = ARGV[q + j - 1]
     end
-    record[3], record[2 * m + 1], record[2 * m + 2] = names[1], names[m], sid_of[first]
-    time_at[first] = 4
+    record[2 * m + 1], record[2 * m + 2] = names[m], sid_of[first]
+    time_at, time_step = 4, 0
   else
-    record[3], record[4] = '#', tostring(last - first + 1)
-    local r = 4
-    for i = first, last do
-      time_at[i] = r + 1
-      for j = 2, m - 1 do record[r + j] = ARGV[q + j] end
-      record[r + m] = sid_of[i]
-      r = r + m
-      q = q + stride
-    end
+    record = {KEYS[1], '*', '#', tostring(last - first + 1), unpack(ARGV, q, q + (last - first + 1) * stride - 1)}
+    for i = first, last do record[4 + (i - first + 1) * m] = sid_of[i] end
+    time_at, time_step = 5, m
   end
   local id
   if relative then
     record[2] = now_ms .. '-*'
     for i = first, last do
       local rel = ts_of[i] - now_ms
-      if abs(rel) < 1e11 then record[time_at[i]] = tostring(rel) else record[time_at[i]] = tostring(ts_of[i]) end
+      if abs(rel) < 1e11 then record[time_at + (i - first) * time_step] = format('%d', rel) end
     end
     id = redis.pcall('XADD', unpack(record))
     if type(id) == 'table' and id.err then id, relative = nil, false end
   end
   if id == nil then
+    -- The event times as sent: absolute.
     record[2] = '*'
-    for i = first, last do record[time_at[i]] = tostring(ts_of[i]) end
+    for i = first, last do record[time_at + (i - first) * time_step] = ARGV[q + (i - first) * stride] end
     id = redis.call('XADD', unpack(record))
   end
   ids[#ids + 1] = id

@@ -388,8 +388,10 @@ impl Append {
             .arg(SESSION_TIMEOUT_MS)
             .arg(entry_events);
         // The field names once per call, then the visit fields in one run;
-        // per event only the values the script does not set (the time and
-        // the session, first and last).
+        // then each event's record in its stored order, with the event time
+        // in the first value and the candidate session in the last (the
+        // script stores the time relative to the entry id and the session
+        // the event joins there).
         for name in names {
             cmd.arg(*name);
         }
@@ -397,10 +399,11 @@ impl Append {
             cmd.arg(visit_field(&r.event.site, r.event.visitor_id));
         }
         for (r, record) in &reqs {
-            cmd.arg(candidate_session(&r.event)).arg(r.event.ts_ms);
+            cmd.arg(r.event.ts_ms);
             for v in &record.values {
                 cmd.arg(v);
             }
+            cmd.arg(candidate_session(&r.event));
         }
         Append {
             shard,
