@@ -21,6 +21,7 @@ RECORD=full sends the 12-field record instead of the packed one (`t`, `v`,
 `e`, `i`) that ingest stores (schema/src/event.rs). ENTRY_EVENTS=k stores at
 most k events per stream entry (ingest's default: 100; 1 is one entry per
 event, as before 2026-11-27).
+REDIS_EXTRA_ARGS adds redis-server options (e.g. "--hash-max-listpack-entries 64").
 INSTRUCTIONS=1 runs redis-server under valgrind's callgrind and reports the
 instructions Redis executes per event as well: repeatable where CPU time on
 a shared machine is not (slow: use fewer calls, e.g. 8 2000).
@@ -157,7 +158,8 @@ def main():
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out"] if counting else []
     server = subprocess.Popen(
         wrapper + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", work, "--appendonly", "yes",
-         "--appendfsync", "everysec", "--save", "", "--logfile", os.path.join(work, "redis.log")],
+         "--appendfsync", "everysec", "--save", "", "--logfile", os.path.join(work, "redis.log")]
+        + os.environ.get("REDIS_EXTRA_ARGS", "").split(),
         stderr=subprocess.DEVNULL)
     try:
         for _ in range(1200):

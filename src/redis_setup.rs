@@ -31,7 +31,9 @@ pub const HLL_SPARSE_MAX_BYTES: u32 = 1000;
 /// `bench/streamer.sh` with `--hash-max-listpack-entries 64` against Redis's
 /// 512: about 5 % fewer Redis instructions per drained event (the minute
 /// buckets' report hashes hold 64 to 128 fields), and a key-map 0.5 to 4 %
-/// larger (BENCHMARKS.md).
+/// larger; ingest's append script, for calls of new visitors, about 11 to
+/// 13 % fewer (`bench/append_cost.py`: the visit windows are hashes too).
+/// See BENCHMARKS.md.
 pub const HASH_MAX_LISTPACK_ENTRIES: u32 = 64;
 
 /// A resolved Redis: its URL and, if private, the child process.
