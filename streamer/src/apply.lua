@@ -50,9 +50,18 @@ end
 if #mine == 0 then return 0 end
 if #mine < n then return mine end
 
+-- A value as HINCRBY takes it: a decimal integer without leading zeros in
+-- the signed 64-bit range. (tonumber also reads '1e3', '0x10' and integers
+-- past 2^63, which HINCRBY would refuse after the script's first writes.)
+-- Equal-length digit strings compare as their numbers.
+local match = string.match
 local function integer(s)
-  local v = tonumber(s)
-  return v ~= nil and v == math.floor(v)
+  if s == '0' then return true end
+  local sign, digits = match(s, '^(%-?)([1-9]%d*)$')
+  if digits == nil or #digits > 19 then return false end
+  if #digits < 19 then return true end
+  if sign == '-' then return digits <= '9223372036854775808' end
+  return digits <= '9223372036854775807'
 end
 
 -- Validate everything before the first write: a script that fails halfway

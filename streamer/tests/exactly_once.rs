@@ -229,15 +229,38 @@ async fn malformed_ops_are_refused_before_any_write() {
     ensure_group(&mut conn, ks, shard).await.unwrap();
     let ids = read(&mut conn, ks, shard, "c1", 1).await;
     let key = ks.report_key(Report::Traffic, Grain::Day, SITE, TS);
-    let pairs = [(code::PAGEVIEWS, "1"), (code::EVENTS, "1.5")].map(|(f, v)| (f.to_string(), v.to_string()));
-    let r = add_counters(&mut conn, ks, shard, &ids[0], &key, &pairs).await;
-    let err = r.expect_err("non-integer delta refused");
-    assert!(
-        err.to_string().contains("non-integer value"),
-        "refused for its value: {err}"
-    );
-    assert_eq!(pageviews(&mut conn, ks).await, 0, "the valid first op was not written");
-    assert_eq!(pending(&mut conn, ks, shard).await, 1, "and the entry stays pending");
+    // Each a value that HINCRBY refuses: a fraction, and texts that Lua's
+    // tonumber reads as integers (exponent, hex, past 2^63, leading zeros),
+    // which must not pass the check and fail after the first write.
+    for bad in [
+        "1.5",
+        "1e3",
+        "0x10",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "007",
+        "-0",
+        " 1",
+        "",
+    ] {
+        let pairs = [(code::PAGEVIEWS, "1"), (code::EVENTS, bad)].map(|(f, v)| (f.to_string(), v.to_string()));
+        let r = add_counters(&mut conn, ks, shard, &ids[0], &key, &pairs).await;
+        let err = r.expect_err("non-integer delta refused");
+        assert!(
+            err.to_string().contains("non-integer value"),
+            "{bad:?} refused for its value: {err}"
+        );
+        assert_eq!(
+            pageviews(&mut conn, ks).await,
+            0,
+            "{bad:?}: the valid first op was not written"
+        );
+        assert_eq!(
+            pending(&mut conn, ks, shard).await,
+            1,
+            "{bad:?}: and the entry stays pending"
+        );
+    }
 }
 
 #[tokio::test]
@@ -371,6 +394,9 @@ async fn counters_are_added_exactly_over_the_whole_integer_range() {
         ("near_exact_limit".into(), 1),
         ("negative".into(), -1_000_000_000_000_000),
         ("new_huge".into(), 4_611_686_018_427_387_905),
+        // The ends of the range pass the script's check.
+        ("new_max".into(), i64::MAX),
+        ("new_min".into(), i64::MIN),
     ];
     pairs.extend((0..1203).map(|i| (format!("f{i}"), i - 600)));
     let mut want: BTreeMap<String, i64> = stored.iter().map(|(f, v)| (f.to_string(), *v)).collect();
@@ -392,6 +418,7 @@ async fn counters_are_added_exactly_over_the_whole_integer_range() {
     assert_eq!(got["huge"], 9_000_000_000_000_007);
     assert_eq!(got["near_exact_limit"], 1_000_000_000_000_000);
     assert_eq!(got["negative"], -1_000_000_000_000_007);
+    assert_eq!((got["new_max"], got["new_min"]), (i64::MAX, i64::MIN));
     assert!(!got.contains_key("to_zero") && !got.contains_key("f600"));
 }
 
