@@ -147,6 +147,9 @@ nginx_cpu_s() {
 }
 sum() { paste -sd+ | bc; }
 ratios=(); ok=0; wrk_cpu=0; ingest_cpu=0; redis_cpu=0; ingest_requests=0
+# Events stored so far: counted once per round (a scan of the streams), the
+# end of one round being the start of the next.
+stored=$(count_stored)
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS"
   echo " nginx (204):"
@@ -155,10 +158,10 @@ for round in $(seq 1 "$ROUNDS"); do
   n1=$(nginx_cpu_s)
   echo "  CPU $(per_request nginx "$(bc <<<"$n1 - $n0")" "$(field "$N" requests)") $(per_request wrk "$(cat "$WORK/wrk.cpu")" "$(field "$N" requests)")"
   echo " tally ingest (202 after XADD):"
-  s0=$(count_stored); i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
+  s0=$stored; i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
   T=$(run "http://127.0.0.1:$IPORT/api/event"); echo "  $T"
-  i1=$(cpu_s "$INGEST_PID"); r1=$(cpu_s "$REDIS_PID"); s1=$(count_stored)
-  echo "  CPU $(cpu_per_event "$i0" "$i1" "$r0" "$r1" "$((s1 - s0))") $(per_request wrk "$(cat "$WORK/wrk.cpu")" "$(field "$T" requests)")"
+  i1=$(cpu_s "$INGEST_PID"); r1=$(cpu_s "$REDIS_PID"); stored=$(count_stored)
+  echo "  CPU $(cpu_per_event "$i0" "$i1" "$r0" "$r1" "$((stored - s0))") $(per_request wrk "$(cat "$WORK/wrk.cpu")" "$(field "$T" requests)")"
   ratio=$(python3 -c "print(round($(field "$T" rps)/$(field "$N" rps), 3))")
   echo "  ratio ingest/nginx: $ratio"
   ratios+=("$ratio")
@@ -168,7 +171,6 @@ for round in $(seq 1 "$ROUNDS"); do
   ingest_cpu=$(sum <<<"$ingest_cpu"$'\n'"$i1 - $i0")
   redis_cpu=$(sum <<<"$redis_cpu"$'\n'"$r1 - $r0")
 done
-stored=$(count_stored)
 echo "events in streams: $stored, 2xx answers: $ok (all rounds)"
 echo "CPU over all ingest rounds: $(cpu_per_event 0 "$ingest_cpu" 0 "$redis_cpu" "$stored") $(per_request wrk "$wrk_cpu" "$ingest_requests")"
 echo "ratios ingest/nginx: ${ratios[*]}"
@@ -184,7 +186,7 @@ echo "stream bytes per event (this payload): $(python3 -c "print(round($mem/max(
 [ "$stored" -le $((ok + CONNS * ROUNDS)) ] || { echo "UNEXPECTED: $stored stored > $ok acknowledged + $CONNS per round" >&2; exit 1; }
 
 # Batch endpoint: 100 events per request (the body is written above).
-before=$(count_stored)
+before=$stored
 i0=$(cpu_s "$INGEST_PID"); r0=$(cpu_s "$REDIS_PID")
 BCONNS=16
 echo "tally ingest batch (100 events per request, $BCONNS connections):"

@@ -53,15 +53,18 @@ if #mine < n then return mine end
 -- A value as HINCRBY takes it: a decimal integer without leading zeros in
 -- the signed 64-bit range. (tonumber also reads '1e3', '0x10' and integers
 -- past 2^63, which HINCRBY would refuse after the script's first writes.)
--- Equal-length digit strings compare as their numbers.
-local match = string.match
+-- Nineteen digits are compared with the range's end in two parts, each
+-- exact as a double (Lua compares strings by the locale's collation).
+local match, sub = string.match, string.sub
 local function integer(s)
   if s == '0' then return true end
   local sign, digits = match(s, '^(%-?)([1-9]%d*)$')
   if digits == nil or #digits > 19 then return false end
   if #digits < 19 then return true end
-  if sign == '-' then return digits <= '9223372036854775808' end
-  return digits <= '9223372036854775807'
+  local high, low = tonumber(sub(digits, 1, 10)), tonumber(sub(digits, 11))
+  local last = 854775807
+  if sign == '-' then last = 854775808 end
+  return high < 9223372036 or (high == 9223372036 and low <= last)
 end
 
 -- Validate everything before the first write: a script that fails halfway
